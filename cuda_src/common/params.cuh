@@ -1,0 +1,58 @@
+// Kernel parameter structs: one per kernel, passed by value.
+// Mirrored field for field (same order, same C types) by cupymla/params.py; keep the two in step.
+#pragma once
+
+// get_mla_metadata: deals the 64-token blocks of every sequence out to num_parts parts.
+struct MetadataParams {
+    const int* seqlens;     // [batch]
+    int* sched;             // [num_parts, 8]: begin_batch, begin_block, end_batch, end_block, begin_split
+    int* num_splits;        // [batch + 1]: prefix sum of pieces per sequence
+    int batch;
+    int num_parts;
+};
+
+// Split-KV decode: one CTA per (m tile, kv head, part).
+struct DecodeParams {
+    const void* q;          // [b, s_q, h_q, d] (bf16 or fp16)
+    const void* k_cache;    // [num_pages, page_size, h_kv, d]; V is its first 512 columns
+    const int* block_table; // [b, max_blocks]
+    const int* seqlens;     // [b]
+    const int* sched;       // [num_parts, 8], see MetadataParams
+    const int* num_splits;  // [b + 1]
+    void* out;              // [b, s_q, h_q, 512]
+    float* lse;             // [b, h_q, s_q], contiguous
+    float* o_accum;         // [2 * num_parts, h_kv, rows, 512]: partial results of split sequences
+    float* lse_accum;       // [2 * num_parts, h_kv, rows]
+    long long q_stride_b, q_stride_s, q_stride_h;          // in elements
+    long long k_stride_page, k_stride_row, k_stride_head;  // in elements
+    long long bt_stride_b;
+    long long max_blocks;   // block_table.shape[1]: entries past it are never read
+    long long num_pages;    // k_cache.shape[0]: a page number outside [0, num_pages) reads as zeros
+    long long o_stride_b, o_stride_s, o_stride_h;
+    int batch, s_q, h_q, h_kv;
+    int heads_per_kv;       // h_q / h_kv
+    int rows;               // s_q * heads_per_kv: query rows that share one kv head
+    int page_shift;         // log2(page_size)
+    int num_parts;
+    int causal;
+    float scale_log2;       // softmax_scale * log2(e)
+};
+
+// Merges the pieces of split sequences by their log-sum-exp.
+struct CombineParams {
+    const float* o_accum;
+    const float* lse_accum;
+    const int* num_splits;
+    void* out;
+    float* lse;
+    long long o_stride_b, o_stride_s, o_stride_h;
+    int batch, s_q, h_q, h_kv, heads_per_kv, rows;
+};
+
+// Piece k of sequence b keeps its partial result in this slot of o_accum / lse_accum.
+// Only split sequences (>= 2 pieces) use slots; with c = num_splits[b] - b (extra pieces
+// before b), sequence b owns slots [2c, 2c + pieces) and the next split sequence starts at
+// 2c + 2 * (pieces - 1) >= 2c + pieces, so slots never collide and all lie below 2 * num_parts.
+__device__ __forceinline__ int accum_slot(const int* num_splits, int b, int k) {
+    return 2 * (num_splits[b] - b) + k;
+}

@@ -1,0 +1,180 @@
+"""The public API, FlashMLA-compatible: validate -> plan -> launch.
+
+``get_mla_metadata`` runs the scheduler kernel (metadata.cu) on the GPU; ``flash_mla_with_kvcache``
+runs the decode kernel and, for sequences the scheduler split across parts, the combine kernel.
+Everything is checked before anything is launched, and nothing here synchronises with the host,
+so a decode step can be captured in a CUDA graph.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import arrays, kernels, params, validate
+from .arrays import FP16
+from .validate import HEAD_DIM_V, METADATA_COLS
+
+_LOG2E = 1.4426950408889634
+
+
+class MLAMetadata:
+    """Schedule of the current FlashMLA convention: ``get_mla_metadata()`` returns an empty one,
+    the first ``flash_mla_with_kvcache`` call that gets it fills it, and later calls with the same
+    shapes (e.g. the other layers of a decode step) reuse it, as with FlashMLA."""
+
+    def __init__(self):
+        self.tile_scheduler_metadata = None
+        self.num_splits = None
+        self.key = None  # (device, batch, rows per kv head, h_kv) it was made for
+
+    def __repr__(self):
+        state = "empty" if self.key is None else f"device={self.key[0]} batch={self.key[1]} rows={self.key[2]} h_kv={self.key[3]}"
+        return f"MLAMetadata({state})"
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _plan(device_id: int, rows: int, h_kv: int, head_dim: int = 576):
+    """Tile shape and number of scheduler parts for this device and head layout."""
+    info = kernels.device_info(device_id)
+    cfg = kernels.decode_config(rows, info["cc"], head_dim)
+    fn = kernels.get_function(device_id, "decode_sm80.cu", {"MLA_FP16": 0, **cfg.defines()}, cfg.smem_bytes)
+    per_sm = kernels.ctas_per_sm(cfg, info["smem_per_sm"], fn.num_regs)
+    m_tiles = -(-rows // cfg.block_m)
+    num_parts = max(info["sms"] * per_sm // (h_kv * m_tiles), 1)
+    return cfg, m_tiles, num_parts
+
+
+def _launch_metadata(seqlens, device_id, num_parts, stream):
+    cp = arrays.cupy_module()
+    batch = seqlens.shape[0]
+    with arrays.on(device_id, stream):
+        sched = cp.empty((num_parts, METADATA_COLS), dtype=np.int32)
+        num_splits = cp.empty((batch + 1,), dtype=np.int32)
+        fn = kernels.get_function(device_id, "metadata.cu")
+        p = params.pack(params.METADATA_PARAMS, seqlens=seqlens.data.ptr, sched=sched.data.ptr,
+                        num_splits=num_splits.data.ptr, batch=batch, num_parts=num_parts)
+        fn((1,), (32,), (p,), stream=stream)
+    return sched, num_splits
+
+
+# --------------------------------------------------------------------------- get_mla_metadata
+
+def get_mla_metadata(cache_seqlens=None, num_q_tokens_per_head_k=None, num_heads_k=None, *,
+                     num_heads_q=None, is_fp8_kvcache=False, topk=None):
+    """Schedule a decode step. Two conventions, as FlashMLA:
+
+    * ``get_mla_metadata(cache_seqlens, s_q * h_q // h_kv, h_kv)`` computes it now and returns
+      ``(tile_scheduler_metadata, num_splits)``: int32 arrays ``[num_parts, 8]`` and ``[b + 1]``
+      in the framework of ``cache_seqlens``.
+    * ``get_mla_metadata()`` returns ``(MLAMetadata(), None)``, filled by the first decode call.
+    """
+    if is_fp8_kvcache or topk is not None:
+        raise NotImplementedError("get_mla_metadata: FP8 KV cache and sparse (topk) decode are not implemented yet")
+    if cache_seqlens is None:
+        if num_q_tokens_per_head_k is not None or num_heads_k is not None:
+            raise ValueError("get_mla_metadata: cache_seqlens is required when the head counts are given")
+        return MLAMetadata(), None
+    rows = validate.check_int(num_q_tokens_per_head_k, "num_q_tokens_per_head_k")
+    h_kv = validate.check_int(num_heads_k, "num_heads_k")
+    seqlens = arrays.as_cupy(cache_seqlens, "cache_seqlens")
+    validate.check_seqlens(seqlens)
+    device_id = seqlens.device.id
+    _, _, num_parts = _plan(device_id, rows, h_kv)
+    stream = arrays.stream_for(cache_seqlens, device_id)
+    sched, num_splits = _launch_metadata(seqlens, device_id, num_parts, stream)
+    fw = arrays.framework_of(cache_seqlens)
+    return arrays.to_framework(sched, fw), arrays.to_framework(num_splits, fw)
+
+
+# --------------------------------------------------------------------------- flash_mla_with_kvcache
+
+def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v,
+                           tile_scheduler_metadata, num_splits=None, softmax_scale=None, causal=False,
+                           is_fp8_kvcache=False, indices=None, attn_sink=None, topk_length=None,
+                           *, out=None, lse=None):
+    """Paged MLA decode. Returns ``(out [b, s_q, h_q, head_dim_v], lse float32 [b, h_q, s_q])``
+    in the framework of ``q``; see README.md for the full contract."""
+    if is_fp8_kvcache:
+        raise NotImplementedError("is_fp8_kvcache: the FP8 KV cache is not implemented yet")
+    if indices is not None or attn_sink is not None or topk_length is not None:
+        raise NotImplementedError("indices/attn_sink/topk_length: sparse decode is not implemented yet")
+
+    qc = arrays.as_cupy(q, "q")
+    kc = arrays.as_cupy(k_cache, "k_cache")
+    bt = arrays.as_cupy(block_table, "block_table")
+    sl = arrays.as_cupy(cache_seqlens, "cache_seqlens")
+    shape, scale = validate.check_decode(qc, kc, bt, sl, head_dim_v, softmax_scale, causal)
+    b, s_q, h_q, h_kv, rows, device_id = shape.batch, shape.s_q, shape.h_q, shape.h_kv, shape.rows, shape.device
+    cfg, m_tiles, num_parts = _plan(device_id, rows, h_kv, shape.head_dim)
+    stream = arrays.stream_for(q, device_id)
+
+    # The schedule: given (classic convention), or lazily made (current convention).
+    if isinstance(tile_scheduler_metadata, MLAMetadata):
+        meta = tile_scheduler_metadata
+        key = (device_id, b, rows, h_kv)
+        if meta.key is None:
+            meta.tile_scheduler_metadata, meta.num_splits = _launch_metadata(sl, device_id, num_parts, stream)
+            meta.key = key
+        elif meta.key != key:
+            raise ValueError(f"tile_scheduler_metadata: made for (device, batch, s_q*h_q/h_kv, h_kv) = {meta.key}, "
+                             f"used with {key}; use one MLAMetadata per shape")
+        sched, splits = meta.tile_scheduler_metadata, meta.num_splits
+    else:
+        if tile_scheduler_metadata is None or num_splits is None:
+            raise TypeError("tile_scheduler_metadata: expected the pair from get_mla_metadata(...), "
+                            "or an MLAMetadata from get_mla_metadata() with num_splits None")
+        sched = arrays.as_cupy(tile_scheduler_metadata, "tile_scheduler_metadata")
+        splits = arrays.as_cupy(num_splits, "num_splits")
+        validate.check_schedule(sched, splits, shape, num_parts)
+
+    # Outputs, in q's framework unless the caller brought buffers.
+    fw = arrays.framework_of(q)
+    if out is None:
+        out_obj, out_c = arrays.empty_like_framework(q, (b, s_q, h_q, HEAD_DIM_V), qc.dtype, device_id)
+    else:
+        out_obj, out_c = out, arrays.as_cupy(out, "out")
+        validate.check_out(out_c, shape)
+    if lse is None:
+        lse_obj, lse_c = arrays.empty_like_framework(q, (b, h_q, s_q), np.dtype(np.float32), device_id)
+    else:
+        lse_obj, lse_c = lse, arrays.as_cupy(lse, "lse")
+        validate.check_lse(lse_c, shape)
+
+    cp = arrays.cupy_module()
+    fp16 = int(qc.dtype == FP16)
+    qs, ks, os_ = (validate.elem_strides(x) for x in (qc, kc, out_c))
+    with arrays.on(device_id, stream):
+        o_accum = cp.empty((2 * num_parts, h_kv, rows, HEAD_DIM_V), dtype=np.float32)
+        lse_accum = cp.empty((2 * num_parts, h_kv, rows), dtype=np.float32)
+        decode = kernels.get_function(device_id, "decode_sm80.cu", {"MLA_FP16": fp16, **cfg.defines()}, cfg.smem_bytes)
+        p = params.pack(
+            params.DECODE_PARAMS,
+            q=qc.data.ptr, k_cache=kc.data.ptr, block_table=bt.data.ptr, seqlens=sl.data.ptr,
+            sched=sched.data.ptr, num_splits=splits.data.ptr, out=out_c.data.ptr, lse=lse_c.data.ptr,
+            o_accum=o_accum.data.ptr, lse_accum=lse_accum.data.ptr,
+            q_stride_b=qs[0], q_stride_s=qs[1], q_stride_h=qs[2],
+            k_stride_page=ks[0], k_stride_row=ks[1], k_stride_head=ks[2],
+            bt_stride_b=bt.strides[0] // 4, max_blocks=bt.shape[1], num_pages=shape.num_pages,
+            o_stride_b=os_[0], o_stride_s=os_[1], o_stride_h=os_[2],
+            batch=b, s_q=s_q, h_q=h_q, h_kv=h_kv, heads_per_kv=h_q // h_kv, rows=rows,
+            page_shift=shape.page_size.bit_length() - 1, num_parts=num_parts, causal=int(bool(causal)),
+            scale_log2=scale * _LOG2E,
+        )
+        decode((m_tiles, h_kv, num_parts), (cfg.threads,), (p,), shared_mem=cfg.smem_bytes, stream=stream)
+
+        combine = kernels.get_function(device_id, "combine.cu", {"MLA_FP16": fp16})
+        pc = params.pack(
+            params.COMBINE_PARAMS,
+            o_accum=o_accum.data.ptr, lse_accum=lse_accum.data.ptr, num_splits=splits.data.ptr,
+            out=out_c.data.ptr, lse=lse_c.data.ptr,
+            o_stride_b=os_[0], o_stride_s=os_[1], o_stride_h=os_[2],
+            batch=b, s_q=s_q, h_q=h_q, h_kv=h_kv, heads_per_kv=h_q // h_kv, rows=rows,
+        )
+        combine((-(-(h_kv * rows) // 4), b), (128,), (pc,), stream=stream)
+
+    if out is None:
+        out_obj = arrays.to_framework(out_c, fw) if fw == "jax" else out_obj
+    if lse is None:
+        lse_obj = arrays.to_framework(lse_c, fw) if fw == "jax" else lse_obj
+    return out_obj, lse_obj

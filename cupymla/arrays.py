@@ -1,0 +1,109 @@
+"""Arrays in and out: DLPack, frameworks, devices and streams.
+
+Inputs may come from CuPy, PyTorch, JAX or anything else with ``__dlpack__``; they are viewed
+as CuPy arrays without a copy. Results are allocated by the framework of ``q`` (so a torch
+caller gets memory from torch's caching allocator) and returned in it. Kernels run on the
+caller's current stream: torch's for torch tensors, CuPy's otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+try:
+    import ml_dtypes
+    BF16 = np.dtype(ml_dtypes.bfloat16)
+except ImportError:  # pragma: no cover - ml_dtypes is a dependency
+    BF16 = None
+FP16 = np.dtype(np.float16)
+
+_DL_CUDA, _DL_CUDA_MANAGED, _DL_CPU, _DL_CUDA_HOST = 2, 13, 1, 3
+
+
+def cupy_module():
+    try:
+        import cupy
+    except ImportError as exc:
+        raise RuntimeError("cupymla needs CuPy for GPU work: pip install 'cupymla[cuda12]' "
+                           "(or [cuda13]); the NumPy oracle cupymla.reference needs no GPU") from exc
+    return cupy
+
+
+def framework_of(x) -> str:
+    """'cupy', 'torch', 'jax' or 'dlpack' (anything else speaking DLPack)."""
+    mod = type(x).__module__
+    if mod.startswith("cupy"):
+        return "cupy"
+    if mod.startswith("torch"):
+        return "torch"
+    if mod.startswith(("jax", "jaxlib")):
+        return "jax"
+    return "dlpack"
+
+
+def as_cupy(x, name: str):
+    """View ``x`` as a CuPy array on its GPU, or raise TypeError naming the argument."""
+    cp = cupy_module()
+    if isinstance(x, cp.ndarray):
+        return x
+    if isinstance(x, np.ndarray):
+        raise TypeError(f"{name}: expected an array on a CUDA GPU, got a NumPy array (CPU); "
+                        f"use cupymla.reference for CPU arrays")
+    if not hasattr(x, "__dlpack__"):
+        raise TypeError(f"{name}: expected a GPU array (CuPy, PyTorch, JAX or any DLPack producer), "
+                        f"got {type(x).__module__}.{type(x).__name__}")
+    if hasattr(x, "__dlpack_device__"):
+        dev_type, _ = x.__dlpack_device__()
+        if int(dev_type) not in (_DL_CUDA, _DL_CUDA_MANAGED):
+            raise TypeError(f"{name}: expected an array on a CUDA GPU, got one on DLPack device type "
+                            f"{int(dev_type)} ({'CPU' if int(dev_type) in (_DL_CPU, _DL_CUDA_HOST) else 'not CUDA'})")
+    try:
+        return cp.from_dlpack(x)
+    except Exception as exc:  # noqa: BLE001 - report the producer's error with the argument's name
+        raise TypeError(f"{name}: could not be viewed through DLPack: {exc}") from exc
+
+
+def stream_for(x, device_id: int):
+    """The stream the caller expects work on: torch's current stream for torch tensors."""
+    cp = cupy_module()
+    if framework_of(x) == "torch":
+        import torch
+        s = torch.cuda.current_stream(device_id)
+        return cp.cuda.ExternalStream(s.cuda_stream, device_id)
+    return cp.cuda.get_current_stream(device_id)
+
+
+def empty_like_framework(like, shape, dtype: np.dtype, device_id: int):
+    """Allocate in the framework of ``like``; return (framework object, CuPy view of it)."""
+    cp = cupy_module()
+    fw = framework_of(like)
+    if fw == "torch":
+        import torch
+        tdt = {BF16: torch.bfloat16, FP16: torch.float16, np.dtype(np.float32): torch.float32,
+               np.dtype(np.int32): torch.int32}[np.dtype(dtype)]
+        t = torch.empty(shape, dtype=tdt, device=f"cuda:{device_id}")
+        return t, cp.from_dlpack(t)
+    with cp.cuda.Device(device_id):
+        a = cp.empty(shape, dtype=dtype)
+    return a, a
+
+
+def to_framework(arr, fw: str):
+    """Hand a CuPy array to the framework ``fw`` without a copy."""
+    if fw == "torch":
+        import torch
+        return torch.from_dlpack(arr)
+    if fw == "jax":
+        import jax.dlpack
+        return jax.dlpack.from_dlpack(arr)
+    return arr
+
+
+@contextlib.contextmanager
+def on(device_id: int, stream):
+    """Make ``device_id`` and ``stream`` current for CuPy within the block."""
+    cp = cupy_module()
+    with cp.cuda.Device(device_id), stream:
+        yield

@@ -1,0 +1,332 @@
+"""Compiling and loading the CUDA sources in ``cuda_src/``.
+
+Every kernel is compiled by NVRTC (through ``cupy.cuda.nvrtc``, which needs no GPU) into a
+cubin for one architecture, cached on disk under a key that hashes the sources, the options
+and the NVRTC version, and loaded once per device with ``cupy.RawModule``. We compile
+ourselves rather than through ``RawModule(code=...)`` so that the header files are part of
+the key, the ``-arch`` is ours alone, and ``python -m cupymla compile`` can build and report
+every variant on a machine without a GPU.
+
+The kernel for your GPU:
+* ``cuda_src/decode_sm80.cu``: every GPU from sm_80 (Ampere) up.
+* ``cuda_src/combine.cu``, ``cuda_src/metadata.cu``: all GPUs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+import sys
+import tempfile
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+# Shared memory a CTA may opt into, by compute capability (major, minor); the rest of the
+# GPUs of a major version are looked up by major. Used to pick variants without a GPU.
+_SMEM_OPTIN = {(8, 0): 163 * 1024, (8, 7): 163 * 1024, (9, 0): 227 * 1024, (10, 0): 227 * 1024,
+               (10, 3): 227 * 1024, (11, 0): 227 * 1024}
+_SMEM_SMALL = 99 * 1024   # sm_86, sm_89, sm_120, sm_121
+
+
+def smem_optin(cc: tuple[int, int]) -> int:
+    return _SMEM_OPTIN.get(tuple(cc), _SMEM_SMALL)
+
+
+@lru_cache(maxsize=None)
+def cuda_src_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "cuda_src", here.parent / "cuda_src"):
+        if (candidate / "decode_sm80.cu").is_file():
+            return candidate
+    raise FileNotFoundError(f"cupymla: kernel sources not found next to {here} (broken install?)")
+
+
+@lru_cache(maxsize=None)
+def sources_hash() -> str:
+    """Hash of every source and header: a header edit must invalidate cached binaries."""
+    h = hashlib.sha256()
+    root = cuda_src_dir()
+    for path in sorted(root.rglob("*")):
+        if path.suffix in (".cu", ".cuh", ".h"):
+            h.update(str(path.relative_to(root)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- variants
+
+@dataclasses.dataclass(frozen=True)
+class DecodeConfig:
+    """Tile shape of decode_sm80.cu (see the comment at its top)."""
+    block_m: int
+    warps_n: int
+    block_n: int
+    stages: int
+    head_dim: int = 576
+
+    @property
+    def threads(self) -> int:
+        return self.block_m // 16 * self.warps_n * 32
+
+    @property
+    def smem_bytes(self) -> int:
+        row = (self.head_dim + 8) * 2
+        return (self.block_m + self.stages * self.block_n) * row + self.block_m * (self.block_n + 4) * 4
+
+    def defines(self) -> dict[str, int]:
+        return {"MLA_HEAD_DIM": self.head_dim, "MLA_BLOCK_M": self.block_m, "MLA_WARPS_N": self.warps_n,
+                "MLA_BLOCK_N": self.block_n, "MLA_STAGES": self.stages}
+
+
+def decode_config(rows: int, cc: tuple[int, int], head_dim: int = 576) -> DecodeConfig:
+    """The tile shape for `rows` query rows per kv head on a GPU of compute capability `cc`.
+
+    Few rows (small h_q per kv head, the memory-bound case) get a short m tile so the tensor
+    cores do not multiply padding; GPUs with ~100 KB of shared memory per CTA get one stage.
+    """
+    big = smem_optin(cc) >= 160 * 1024
+    if rows <= 16:
+        cfg = DecodeConfig(16, 4, 32, 2, head_dim)
+    elif rows <= 32:
+        cfg = DecodeConfig(32, 4, 32, 2 if big else 1, head_dim)
+    else:
+        cfg = DecodeConfig(64, 2, 32, 2, head_dim) if big else DecodeConfig(64, 2, 16, 1, head_dim)
+    return cfg
+
+
+def all_decode_configs(cc: tuple[int, int]) -> list[DecodeConfig]:
+    """Every variant `decode_config` can return on `cc` (what `compile` builds)."""
+    out = []
+    for head_dim in (576, 512):
+        for rows in (16, 32, 64):
+            cfg = decode_config(rows, cc, head_dim)
+            if cfg not in out:
+                out.append(cfg)
+    return out
+
+
+def ctas_per_sm(cfg: DecodeConfig, smem_per_sm: int, regs_per_thread: int = 255) -> int:
+    by_smem = smem_per_sm // (cfg.smem_bytes + 1024)          # 1 KB per CTA is reserved
+    by_regs = 65536 // (((regs_per_thread + 7) // 8 * 8) * cfg.threads)
+    return max(1, min(by_smem, by_regs))
+
+
+# --------------------------------------------------------------------------- compiling
+
+def arch_name(cc: tuple[int, int]) -> str:
+    return f"sm_{cc[0]}{cc[1]}"
+
+
+def _nvrtc():
+    from cupy.cuda import nvrtc
+    return nvrtc
+
+
+def nvrtc_version() -> tuple[int, int]:
+    return tuple(_nvrtc().getVersion())
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("CUPYMLA_CACHE_DIR")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cupymla"
+
+
+@dataclasses.dataclass
+class Compiled:
+    name: str          # kernel function name
+    file: str
+    arch: str
+    defines: dict
+    binary: bytes      # cubin (or PTX when NVRTC does not know the GPU's arch)
+    is_ptx: bool
+    log: str
+    registers: int = -1
+    spill_bytes: int = 0
+    stack_bytes: int = 0
+
+
+def _parse_ptxas(log: str, c: Compiled) -> None:
+    m = re.search(r"Used (\d+) registers", log)
+    if m:
+        c.registers = int(m.group(1))
+    m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", log)
+    if m:
+        c.stack_bytes = int(m.group(1))
+        c.spill_bytes = int(m.group(2)) + int(m.group(3))
+
+
+KERNEL_NAMES = {"decode_sm80.cu": "mla_decode_sm80", "combine.cu": "mla_combine", "metadata.cu": "mla_metadata"}
+
+
+def compile_source(file: str, arch: str, defines: dict | None = None, *, use_cache: bool = True) -> Compiled:
+    """Compile ``cuda_src/<file>`` for ``arch`` (e.g. "sm_90a", or "compute_90" for PTX)."""
+    nvrtc = _nvrtc()
+    defines = dict(sorted((defines or {}).items()))
+    options = [f"-arch={arch}", "--std=c++17", f"-I{cuda_src_dir()}", "-default-device",
+               "-Xptxas=-v", "-lineinfo"] + [f"-D{k}={v}" for k, v in defines.items()]
+    is_ptx = arch.startswith("compute_")
+    key = hashlib.sha256(repr((file, options[:2] + options[3:], sources_hash(), nvrtc_version())).encode()).hexdigest()[:24]
+    path = cache_dir() / f"{Path(file).stem}-{arch}-{key}.{'ptx' if is_ptx else 'cubin'}"
+    log_path = path.with_suffix(".log")
+    name = KERNEL_NAMES[file]
+    if use_cache and path.is_file() and log_path.is_file():
+        c = Compiled(name, file, arch, defines, path.read_bytes(), is_ptx, log_path.read_text())
+        _parse_ptxas(c.log, c)
+        return c
+
+    src = (cuda_src_dir() / file).read_text()
+    prog = nvrtc.createProgram(src, file, [], [])
+    try:
+        try:
+            nvrtc.compileProgram(prog, options)
+        except Exception as exc:
+            raise RuntimeError(f"NVRTC failed to compile {file} for {arch} {defines}:\n"
+                               f"{nvrtc.getProgramLog(prog)}") from exc
+        log = nvrtc.getProgramLog(prog).replace("\x00", "")
+        binary = nvrtc.getPTX(prog).encode() if is_ptx else nvrtc.getCUBIN(prog)
+    finally:
+        nvrtc.destroyProgram(prog)
+    c = Compiled(name, file, arch, defines, binary, is_ptx, log)
+    _parse_ptxas(log, c)
+    if use_cache:
+        _atomic_write(path, binary)
+        _atomic_write(log_path, log.encode())
+    return c
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temporary file and rename, so concurrent processes never read half a file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache is not an error: we just compile again next time
+
+
+# --------------------------------------------------------------------------- loading
+
+@lru_cache(maxsize=None)
+def device_info(device_id: int) -> dict:
+    import cupy
+    props = cupy.cuda.runtime.getDeviceProperties(device_id)
+    return {
+        "name": props["name"].decode() if isinstance(props["name"], bytes) else props["name"],
+        "cc": (props["major"], props["minor"]),
+        "sms": props["multiProcessorCount"],
+        "smem_optin": props["sharedMemPerBlockOptin"],
+        "smem_per_sm": props["sharedMemPerMultiprocessor"],
+    }
+
+
+def _target_arch(cc: tuple[int, int]) -> str:
+    """The real arch if this NVRTC knows it, else PTX of the newest arch it knows below it."""
+    supported = [a for a in _nvrtc().getSupportedArchs() if a <= cc[0] * 10 + cc[1]]
+    want = cc[0] * 10 + cc[1]
+    if want in _nvrtc().getSupportedArchs():
+        return arch_name(cc)
+    if not supported:
+        raise RuntimeError(f"cupymla: NVRTC {nvrtc_version()} cannot target compute capability {cc}")
+    return f"compute_{max(supported)}"
+
+
+_functions: dict = {}
+_modules: dict = {}
+_lock = threading.Lock()
+
+
+def get_function(device_id: int, file: str, defines: dict | None = None, smem_bytes: int = 0):
+    """The loaded kernel of ``file`` with ``defines`` on ``device_id`` (compiled on first use)."""
+    key = (device_id, file, tuple(sorted((defines or {}).items())))
+    fn = _functions.get(key)
+    if fn is not None:
+        return fn
+    import cupy
+    with _lock:
+        fn = _functions.get(key)
+        if fn is None:
+            cc = device_info(device_id)["cc"]
+            compiled = compile_source(file, _target_arch(cc), defines)
+            with cupy.cuda.Device(device_id):
+                path = _loadable_path(compiled)
+                module = cupy.RawModule(path=str(path))
+                fn = module.get_function(compiled.name)
+                if smem_bytes > 48 * 1024:
+                    fn.max_dynamic_shared_size_bytes = smem_bytes
+            _modules[key] = module  # keep the module loaded as long as the function is cached
+            _functions[key] = fn
+    return fn
+
+
+def _loadable_path(c: Compiled) -> Path:
+    key = hashlib.sha256(c.binary).hexdigest()[:24]
+    path = cache_dir() / f"load-{key}.{'ptx' if c.is_ptx else 'cubin'}"
+    if not path.is_file():
+        _atomic_write(path, c.binary)
+    if not path.is_file():  # unwritable cache: fall back to a private temporary file
+        fd, tmp = tempfile.mkstemp(suffix=path.suffix)
+        with os.fdopen(fd, "wb") as f:
+            f.write(c.binary)
+        path = Path(tmp)
+    return path
+
+
+# --------------------------------------------------------------------------- `python -m cupymla compile`
+
+def _variants_for(arch: str):
+    """(file, defines) of every kernel variant that can run on ``arch``."""
+    digits = re.sub(r"\D", "", arch)
+    cc = (int(digits[:-1]), int(digits[-1]))
+    for fp16 in (0, 1):
+        for cfg in all_decode_configs(cc):
+            yield "decode_sm80.cu", {"MLA_FP16": fp16, **cfg.defines()}, cc
+        yield "combine.cu", {"MLA_FP16": fp16}, cc
+    yield "metadata.cu", {}, cc
+
+
+def compile_cli(argv=None) -> int:
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m cupymla compile",
+                                     description="Compile every kernel variant with NVRTC (no GPU needed) "
+                                                 "and report registers, shared memory and spills.")
+    parser.add_argument("--arch", action="append", default=None,
+                        help="target, e.g. sm_80, sm_90a, sm_120 (repeatable; default: sm_80 sm_86 sm_89 sm_90a sm_100 sm_120)")
+    parser.add_argument("--no-cache", action="store_true", help="compile even if a cached binary exists")
+    args = parser.parse_args(argv)
+    archs = args.arch or ["sm_80", "sm_86", "sm_89", "sm_90a", "sm_100", "sm_120"]
+    try:
+        print(f"NVRTC {'.'.join(map(str, nvrtc_version()))}, sources {sources_hash()}")
+    except Exception as exc:  # noqa: BLE001 - report any loader failure plainly
+        print(f"cupymla compile: NVRTC is not available ({exc}). Install with the cuda12 or cuda13 extra.",
+              file=sys.stderr)
+        return 2
+    failures = 0
+    for arch in archs:
+        for file, defines, cc in _variants_for(arch):
+            label = f"{arch:8s} {file:15s} " + " ".join(f"{k.removeprefix('MLA_').lower()}={v}" for k, v in defines.items())
+            try:
+                c = compile_source(file, arch, defines, use_cache=not args.no_cache)
+            except RuntimeError as exc:
+                print(f"FAIL {label}\n{exc}")
+                failures += 1
+                continue
+            smem, too_big = "", False
+            if file == "decode_sm80.cu":
+                cfg = DecodeConfig(defines["MLA_BLOCK_M"], defines["MLA_WARPS_N"], defines["MLA_BLOCK_N"],
+                                   defines["MLA_STAGES"], defines["MLA_HEAD_DIM"])
+                smem = f" smem={cfg.smem_bytes}B"
+                too_big = cfg.smem_bytes > smem_optin(cc)
+            # Every kernel here is on the hot path of a decode step: none may spill.
+            bad = c.spill_bytes > 0 or c.stack_bytes > 0 or too_big
+            status = ("SMEM" if too_big else "SPILL") if bad else "ok"
+            print(f"{status:5s} {label:70s} regs={c.registers} spill={c.spill_bytes}B stack={c.stack_bytes}B{smem}")
+            failures += bad
+    print(f"{failures} failure(s)")
+    return 1 if failures else 0

@@ -1,0 +1,75 @@
+"""NumPy mirrors of the kernel parameter structs in ``cuda_src/common/params.cuh``.
+
+Each struct is passed to its kernel by value as a NumPy structured scalar (CuPy copies
+its bytes into the launch arguments). ``align=True`` lays the fields out as a C compiler
+does, so the field order and C types here must match the header exactly; tests compare
+the sizes and offsets with what NVRTC reports.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+_PTR = np.uint64
+_I64 = np.int64
+_I32 = np.int32
+_F32 = np.float32
+
+
+def _struct(*fields):
+    return np.dtype([(name, typ) for name, typ in fields], align=True)
+
+
+METADATA_PARAMS = _struct(
+    ("seqlens", _PTR), ("sched", _PTR), ("num_splits", _PTR),
+    ("batch", _I32), ("num_parts", _I32),
+)
+
+DECODE_PARAMS = _struct(
+    ("q", _PTR), ("k_cache", _PTR), ("block_table", _PTR), ("seqlens", _PTR),
+    ("sched", _PTR), ("num_splits", _PTR), ("out", _PTR), ("lse", _PTR),
+    ("o_accum", _PTR), ("lse_accum", _PTR),
+    ("q_stride_b", _I64), ("q_stride_s", _I64), ("q_stride_h", _I64),
+    ("k_stride_page", _I64), ("k_stride_row", _I64), ("k_stride_head", _I64),
+    ("bt_stride_b", _I64), ("max_blocks", _I64), ("num_pages", _I64),
+    ("o_stride_b", _I64), ("o_stride_s", _I64), ("o_stride_h", _I64),
+    ("batch", _I32), ("s_q", _I32), ("h_q", _I32), ("h_kv", _I32),
+    ("heads_per_kv", _I32), ("rows", _I32), ("page_shift", _I32), ("num_parts", _I32),
+    ("causal", _I32), ("scale_log2", _F32),
+)
+
+COMBINE_PARAMS = _struct(
+    ("o_accum", _PTR), ("lse_accum", _PTR), ("num_splits", _PTR), ("out", _PTR), ("lse", _PTR),
+    ("o_stride_b", _I64), ("o_stride_s", _I64), ("o_stride_h", _I64),
+    ("batch", _I32), ("s_q", _I32), ("h_q", _I32), ("h_kv", _I32), ("heads_per_kv", _I32), ("rows", _I32),
+)
+
+
+def _struct_format(dtype: np.dtype) -> struct.Struct:
+    """A ``struct`` layout with the same bytes as ``dtype``: packing is ~10x faster than NumPy."""
+    codes = {np.dtype(_PTR): "Q", np.dtype(_I64): "q", np.dtype(_I32): "i", np.dtype(_F32): "f"}
+    fmt, pos = "<", 0
+    for name in dtype.names:
+        field, offset = dtype.fields[name][:2]
+        fmt += "x" * (offset - pos) + codes[field]
+        pos = offset + field.itemsize
+    return struct.Struct(fmt + "x" * (dtype.itemsize - pos))
+
+
+_FORMATS = {}
+
+
+def pack(dtype: np.dtype, **values) -> np.void:
+    """Build one struct value; every field must be given (a forgotten one is a bug, not a zero)."""
+    fmt = _FORMATS.get(dtype)
+    if fmt is None:
+        fmt = _FORMATS[dtype] = _struct_format(dtype)
+    try:
+        raw = fmt.pack(*[values[name] for name in dtype.names])
+    except KeyError as missing:
+        raise AssertionError(f"params: field {missing} not given") from None
+    if len(values) != len(dtype.names):
+        raise AssertionError(f"params: unknown fields {sorted(set(values) - set(dtype.names))}")
+    return np.frombuffer(raw, dtype=dtype)[0]

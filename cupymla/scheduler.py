@@ -1,0 +1,101 @@
+"""The split-KV tile scheduler, in NumPy.
+
+This is the twin of ``cuda_src/metadata.cu``: the same algorithm, step for step, so
+tests can check the GPU kernel's output against it and reason about it on a CPU.
+
+Each sequence's keys are cut into blocks of ``BLOCK_N`` tokens. The blocks of all
+sequences, in batch order, are dealt out to ``num_parts`` parts of near-equal
+payload, where every (piece of a) sequence also costs ``FIXED_OVERHEAD`` blocks
+(its softmax epilogue and output write). A part may start or end in the middle of
+a sequence; such a sequence is then *split* and its partial results are merged by
+the combine step.
+
+Output (int32, FlashMLA's layout):
+
+``tile_scheduler_metadata[num_parts, 8]``: for part ``p``
+    ``[begin_batch, begin_block, end_batch, end_block, begin_split, 0, 0, 0]``.
+    The part covers batches ``begin_batch ..= end_batch``; in ``begin_batch`` it starts at
+    block ``begin_block``, in ``end_batch`` it stops before block ``end_block``;
+    batches strictly between are whole. ``begin_split`` is the split index of
+    its piece of ``begin_batch`` (the other batches' pieces have split index 0).
+    A part with ``begin_batch > end_batch`` has no work.
+``num_splits[batch + 1]``: exclusive prefix sum of the number of pieces of each
+    sequence; sequence ``i`` has ``num_splits[i+1] - num_splits[i]`` pieces, and its
+    piece ``k`` writes partial row ``num_splits[i] + k`` of the split buffers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BLOCK_N = 64          # tokens per scheduling block
+FIXED_OVERHEAD = 5    # cost of one sequence piece's epilogue, in blocks
+METADATA_COLS = 8
+
+
+def num_parts_for(num_sms: int, rows_per_kv_head: int, h_kv: int, block_m: int = 64) -> int:
+    """How many parts to deal the blocks into: one CTA per (part, m-tile, kv head) per SM."""
+    m_tiles = -(-rows_per_kv_head // block_m)
+    return max(num_sms // (h_kv * m_tiles), 1)
+
+
+def schedule(cache_seqlens, num_parts: int):
+    """Return ``(tile_scheduler_metadata, num_splits)`` as int32 NumPy arrays."""
+    # Negative lengths count as empty, as in the kernel.
+    seqlens = np.maximum(np.asarray(cache_seqlens, dtype=np.int64).reshape(-1), 0)
+    batch = seqlens.shape[0]
+    if batch < 1:
+        raise ValueError("cache_seqlens: expected at least one sequence, got 0")
+    if num_parts < 1:
+        raise ValueError(f"num_parts: expected >= 1, got {num_parts}")
+    nblocks = (seqlens + BLOCK_N - 1) // BLOCK_N
+    total = int(nblocks.sum()) + FIXED_OVERHEAD * batch
+    payload = -(-total // num_parts) + FIXED_OVERHEAD
+
+    meta = np.zeros((num_parts, METADATA_COLS), dtype=np.int32)
+    num_splits = np.zeros(batch + 1, dtype=np.int32)
+    idx = blk = split = cum = 0
+    for p in range(num_parts):
+        begin = (idx, blk, split)
+        remain = payload
+        while idx < batch:
+            left = int(nblocks[idx]) - blk
+            if remain >= left + FIXED_OVERHEAD:
+                # The rest of this sequence fits: finish it here.
+                remain -= left + FIXED_OVERHEAD
+                cum += split + 1
+                num_splits[idx + 1] = cum
+                idx += 1
+                blk = 0
+                split = 0
+            else:
+                # Take what fits of it; the next part continues it as a new piece.
+                if remain > FIXED_OVERHEAD:
+                    blk += remain - FIXED_OVERHEAD
+                    split += 1
+                break
+        if blk > 0:
+            end_batch, end_block = idx, blk
+        else:
+            end_batch = idx - 1
+            end_block = int(nblocks[idx - 1]) if idx > 0 else 0
+        meta[p, :5] = (begin[0], begin[1], end_batch, end_block, begin[2])
+    if idx != batch:  # cannot happen: payload leaves room for one overhead per part boundary
+        raise AssertionError("scheduler left blocks unassigned")
+    return meta, num_splits
+
+
+def pieces(meta, num_splits, cache_seqlens):
+    """Expand the schedule into ``(part, batch, split, token_begin, token_end)`` tuples.
+
+    This is how the decode kernel reads the metadata; tests use it to check coverage.
+    """
+    seqlens = np.maximum(np.asarray(cache_seqlens, dtype=np.int64).reshape(-1), 0)
+    out = []
+    for p, row in enumerate(np.asarray(meta)):
+        b0, blk0, b1, blk1, split0 = (int(v) for v in row[:5])
+        for b in range(b0, b1 + 1):
+            start = blk0 * BLOCK_N if b == b0 else 0
+            stop = min(blk1 * BLOCK_N, int(seqlens[b])) if b == b1 else int(seqlens[b])
+            out.append((p, b, split0 if b == b0 else 0, start, stop))
+    return out

@@ -38,7 +38,7 @@ def _plan(device_id: int, rows: int, h_kv: int, head_dim: int = 576):
     """Tile shape and number of scheduler parts for this device and head layout."""
     info = kernels.device_info(device_id)
     cfg = kernels.decode_config(rows, info["cc"], head_dim)
-    fn = kernels.get_function(device_id, "decode_sm80.cu", {"MLA_FP16": 0, **cfg.defines()}, cfg.smem_bytes)
+    fn = kernels.get_function(device_id, cfg.file, {"MLA_FP16": 0, **cfg.defines()}, cfg.smem_bytes)
     per_sm = kernels.ctas_per_sm(cfg, info["smem_per_sm"], fn.num_regs)
     m_tiles = -(-rows // cfg.block_m)
     num_parts = max(info["sms"] * per_sm // (h_kv * m_tiles), 1)
@@ -147,7 +147,7 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v,
     with arrays.on(device_id, stream):
         o_accum = cp.empty((2 * num_parts, h_kv, rows, HEAD_DIM_V), dtype=np.float32)
         lse_accum = cp.empty((2 * num_parts, h_kv, rows), dtype=np.float32)
-        decode = kernels.get_function(device_id, "decode_sm80.cu", {"MLA_FP16": fp16, **cfg.defines()}, cfg.smem_bytes)
+        decode = kernels.get_function(device_id, cfg.file, {"MLA_FP16": fp16, **cfg.defines()}, cfg.smem_bytes)
         p = params.pack(
             params.DECODE_PARAMS,
             q=qc.data.ptr, k_cache=kc.data.ptr, block_table=bt.data.ptr, seqlens=sl.data.ptr,

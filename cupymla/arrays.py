@@ -71,6 +71,8 @@ def stream_for(x, device_id: int):
     if framework_of(x) == "torch":
         import torch
         s = torch.cuda.current_stream(device_id)
+        if hasattr(s, "__cuda_stream__") and hasattr(cp.cuda.Stream, "from_external"):
+            return cp.cuda.Stream.from_external(s)
         return cp.cuda.ExternalStream(s.cuda_stream, device_id)
     return cp.cuda.get_current_stream(device_id)
 

@@ -60,33 +60,59 @@ def sources_hash() -> str:
 
 @dataclasses.dataclass(frozen=True)
 class DecodeConfig:
-    """Tile shape of decode_sm80.cu (see the comment at its top)."""
+    """A decode kernel and its tile shape (see the comment at the top of each kernel file).
+
+    ``path`` "sm80" is decode_sm80.cu (any GPU from sm_80), "sm90" is decode_sm90.cu (wgmma,
+    compute capability 9.0 only; its tile shape is fixed: 64 rows, 64 tokens, 2 stages).
+    """
     block_m: int
     warps_n: int
     block_n: int
     stages: int
     head_dim: int = 576
+    path: str = "sm80"
+
+    @property
+    def file(self) -> str:
+        return f"decode_{self.path}.cu"
 
     @property
     def threads(self) -> int:
-        return self.block_m // 16 * self.warps_n * 32
+        return 256 if self.path == "sm90" else self.block_m // 16 * self.warps_n * 32
 
     @property
     def smem_bytes(self) -> int:
+        if self.path == "sm90":
+            # q + two k stages + p (64 x 64) + row max/sum exchange, + 1 KB to align to 1024.
+            return 3 * 64 * self.head_dim * 2 + 64 * 64 * 2 + 4 * 64 * 4 + 1024
         row = (self.head_dim + 8) * 2
         return (self.block_m + self.stages * self.block_n) * row + self.block_m * (self.block_n + 4) * 4
 
     def defines(self) -> dict[str, int]:
+        if self.path == "sm90":
+            return {"MLA_HEAD_DIM": self.head_dim}
         return {"MLA_HEAD_DIM": self.head_dim, "MLA_BLOCK_M": self.block_m, "MLA_WARPS_N": self.warps_n,
                 "MLA_BLOCK_N": self.block_n, "MLA_STAGES": self.stages}
 
 
-def decode_config(rows: int, cc: tuple[int, int], head_dim: int = 576) -> DecodeConfig:
-    """The tile shape for `rows` query rows per kv head on a GPU of compute capability `cc`.
+SM90 = (9, 0)
 
-    Few rows (small h_q per kv head, the memory-bound case) get a short m tile so the tensor
-    cores do not multiply padding; GPUs with ~100 KB of shared memory per CTA get one stage.
+
+def decode_config(rows: int, cc: tuple[int, int], head_dim: int = 576, path: str | None = None) -> DecodeConfig:
+    """The kernel and tile shape for `rows` query rows per kv head on a GPU of compute capability `cc`.
+
+    Hopper (cc 9.0) takes the wgmma kernel. Elsewhere, few rows (small h_q per kv head, the
+    memory-bound case) get a short m tile so the tensor cores do not multiply padding; GPUs
+    with ~100 KB of shared memory per CTA get one stage. ``path`` (or the environment variable
+    CUPYMLA_DECODE_PATH) forces "sm80" or "sm90", e.g. to test the portable path on Hopper.
     """
+    path = path or os.environ.get("CUPYMLA_DECODE_PATH") or ("sm90" if tuple(cc) == SM90 else "sm80")
+    if path == "sm90":
+        if tuple(cc) != SM90:
+            raise ValueError(f"decode path sm90 needs compute capability 9.0, got {cc}")
+        return DecodeConfig(64, 2, 64, 2, head_dim, "sm90")
+    if path != "sm80":
+        raise ValueError(f"CUPYMLA_DECODE_PATH: expected 'sm80' or 'sm90', got {path!r}")
     big = smem_optin(cc) >= 160 * 1024
     if rows <= 16:
         cfg = DecodeConfig(16, 4, 32, 2, head_dim)
@@ -100,11 +126,13 @@ def decode_config(rows: int, cc: tuple[int, int], head_dim: int = 576) -> Decode
 def all_decode_configs(cc: tuple[int, int]) -> list[DecodeConfig]:
     """Every variant `decode_config` can return on `cc` (what `compile` builds)."""
     out = []
-    for head_dim in (576, 512):
-        for rows in (16, 32, 64):
-            cfg = decode_config(rows, cc, head_dim)
-            if cfg not in out:
-                out.append(cfg)
+    paths = ["sm80", "sm90"] if tuple(cc) == SM90 else ["sm80"]
+    for path in paths:
+        for head_dim in (576, 512):
+            for rows in (16, 32, 64):
+                cfg = decode_config(rows, cc, head_dim, path)
+                if cfg not in out:
+                    out.append(cfg)
     return out
 
 
@@ -160,7 +188,8 @@ def _parse_ptxas(log: str, c: Compiled) -> None:
         c.spill_bytes = int(m.group(2)) + int(m.group(3))
 
 
-KERNEL_NAMES = {"decode_sm80.cu": "mla_decode_sm80", "combine.cu": "mla_combine", "metadata.cu": "mla_metadata"}
+KERNEL_NAMES = {"decode_sm80.cu": "mla_decode_sm80", "decode_sm90.cu": "mla_decode_sm90",
+                "combine.cu": "mla_combine", "metadata.cu": "mla_metadata"}
 
 
 def compile_source(file: str, arch: str, defines: dict | None = None, *, use_cache: bool = True) -> Compiled:
@@ -226,8 +255,10 @@ def device_info(device_id: int) -> dict:
     }
 
 
-def _target_arch(cc: tuple[int, int]) -> str:
+def _target_arch(cc: tuple[int, int], file: str) -> str:
     """The real arch if this NVRTC knows it, else PTX of the newest arch it knows below it."""
+    if file == "decode_sm90.cu":
+        return "sm_90a"   # wgmma exists only in the arch-specific target
     supported = [a for a in _nvrtc().getSupportedArchs() if a <= cc[0] * 10 + cc[1]]
     want = cc[0] * 10 + cc[1]
     if want in _nvrtc().getSupportedArchs():
@@ -253,7 +284,7 @@ def get_function(device_id: int, file: str, defines: dict | None = None, smem_by
         fn = _functions.get(key)
         if fn is None:
             cc = device_info(device_id)["cc"]
-            compiled = compile_source(file, _target_arch(cc), defines)
+            compiled = compile_source(file, _target_arch(cc, file), defines)
             with cupy.cuda.Device(device_id):
                 path = _loadable_path(compiled)
                 module = cupy.RawModule(path=str(path))
@@ -286,7 +317,7 @@ def _variants_for(arch: str):
     cc = (int(digits[:-1]), int(digits[-1]))
     for fp16 in (0, 1):
         for cfg in all_decode_configs(cc):
-            yield "decode_sm80.cu", {"MLA_FP16": fp16, **cfg.defines()}, cc
+            yield cfg, {"MLA_FP16": fp16, **cfg.defines()}, cc
         yield "combine.cu", {"MLA_FP16": fp16}, cc
     yield "metadata.cu", {}, cc
 
@@ -309,18 +340,19 @@ def compile_cli(argv=None) -> int:
         return 2
     failures = 0
     for arch in archs:
-        for file, defines, cc in _variants_for(arch):
+        for item, defines, cc in _variants_for(arch):
+            cfg = item if isinstance(item, DecodeConfig) else None
+            file = cfg.file if cfg else item
             label = f"{arch:8s} {file:15s} " + " ".join(f"{k.removeprefix('MLA_').lower()}={v}" for k, v in defines.items())
             try:
-                c = compile_source(file, arch, defines, use_cache=not args.no_cache)
+                c = compile_source(file, "sm_90a" if cfg and cfg.path == "sm90" else arch, defines,
+                                   use_cache=not args.no_cache)
             except RuntimeError as exc:
                 print(f"FAIL {label}\n{exc}")
                 failures += 1
                 continue
             smem, too_big = "", False
-            if file == "decode_sm80.cu":
-                cfg = DecodeConfig(defines["MLA_BLOCK_M"], defines["MLA_WARPS_N"], defines["MLA_BLOCK_N"],
-                                   defines["MLA_STAGES"], defines["MLA_HEAD_DIM"])
+            if cfg:
                 smem = f" smem={cfg.smem_bytes}B"
                 too_big = cfg.smem_bytes > smem_optin(cc)
             # Every kernel here is on the hot path of a decode step: none may spill.

@@ -1,0 +1,257 @@
+// Hopper (sm_90a) paged MLA decode: wgmma from 128-byte-swizzled shared memory.
+//
+// Same contract, grid and scheduler as decode_sm80.cu: one CTA per (m tile of 64 query rows,
+// kv head, part); sequences the part covers whole go to `out`, pieces of split ones to
+// o_accum / lse_accum for combine.cu.
+//
+// Two warpgroups, 256 threads. Per tile of 64 tokens:
+//   1. warpgroup w computes the scores of all 64 rows for tokens 32w .. 32w+31
+//      (wgmma m64n32k16, Q and K from shared memory);
+//   2. the warpgroups swap row maxima through shared memory, each turns its scores into
+//      probabilities P and writes them, as the A operand of the next product, to shared memory;
+//   3. warpgroup w accumulates O[:, 256w .. 256w+255] += P V (wgmma m64n256k16, V read from the
+//      K tile itself as an MN-major operand: V is the first 512 columns of K).
+// The next tile is fetched with cp.async while the current one is multiplied (two stages).
+//
+// Shared memory holds every 64-column slice of a [rows x d] operand as its own block of
+// 128-byte rows, the 16-byte pieces of row r permuted by r % 8 (the hardware's 128B swizzle),
+// so that wgmma reads it without bank conflicts.
+//
+// Compile-time configuration: MLA_FP16 (0 = bf16, 1 = fp16), MLA_HEAD_DIM (576 or 512).
+#include "common/params.cuh"
+#include "common/ptx.cuh"
+#include "common/sm90.cuh"
+
+#ifndef MLA_HEAD_DIM
+#define MLA_HEAD_DIM 576
+#endif
+
+namespace {
+
+constexpr int D = MLA_HEAD_DIM;
+constexpr int DV = 512;
+constexpr int BLOCK_M = 64;
+constexpr int BLOCK_N = 64;
+constexpr int THREADS = 256;
+constexpr int SCHED_BLOCK = 64;
+constexpr int SLICES = D / 64;               // 64-column slices of a row
+constexpr int SLICE = 64 * 64;               // elements in one slice of a 64-row tile
+// Byte offsets of the V operand's descriptor (MN-major, 128B swizzle): between 64-column
+// slices (LBO) and between groups of 8 tokens (SBO).
+constexpr u32 V_LBO = 64 * 128, V_SBO = 8 * 128;
+
+typedef u16 elem_t;
+
+struct __align__(1024) Smem {
+    elem_t q[SLICES * SLICE];
+    elem_t k[2][SLICES * SLICE];
+    elem_t p[SLICE];                         // probabilities of one tile, 64 x 64
+    float row_max[2][BLOCK_M];               // per warpgroup, exchanged each tile
+    float row_sum[2][BLOCK_M];
+};
+
+// Element offset of (row, col) of a 64-row tile in the swizzled layout.
+__device__ __forceinline__ int swz(int row, int col) {
+    return (col / 64) * SLICE + row * 64 + ((((col % 64) / 8) ^ (row & 7)) * 8) + (col % 8);
+}
+
+__device__ __forceinline__ void load_q(const DecodeParams& p, elem_t* sq, int b, int g, int m0) {
+    const elem_t* q = static_cast<const elem_t*>(p.q);
+    for (int c = threadIdx.x; c < BLOCK_M * (D / 8); c += THREADS) {
+        const int r = c / (D / 8), col = (c % (D / 8)) * 8;
+        const int row = m0 + r;
+        const bool valid = row < p.rows;
+        const int s = valid ? row / p.heads_per_kv : 0;
+        const int h = g * p.heads_per_kv + (valid ? row % p.heads_per_kv : 0);
+        const elem_t* src = q + b * p.q_stride_b + s * p.q_stride_s + h * p.q_stride_h + col;
+        cp_async16(sq + swz(r, col), valid ? src : q, valid);
+    }
+}
+
+// Tokens at or past `stop`, or whose page is out of range, become zeros (see decode_sm80.cu).
+__device__ __forceinline__ void load_k(const DecodeParams& p, elem_t* sk, int b, int g, int t0, int stop) {
+    const elem_t* k = static_cast<const elem_t*>(p.k_cache);
+    const int* bt = p.block_table + b * p.bt_stride_b;
+    const int page_mask = (1 << p.page_shift) - 1;
+    for (int c = threadIdx.x; c < BLOCK_N * (D / 8); c += THREADS) {
+        const int r = c / (D / 8), col = (c % (D / 8)) * 8;
+        const int t = t0 + r;
+        bool valid = t < stop && (t >> p.page_shift) < p.max_blocks;
+        const elem_t* src = k;
+        if (valid) {
+            const long long page = bt[t >> p.page_shift];
+            valid = page >= 0 && page < p.num_pages;
+            if (valid) src = k + page * p.k_stride_page + (t & page_mask) * p.k_stride_row + g * p.k_stride_head + col;
+        }
+        cp_async16(sk + swz(r, col), src, valid);
+    }
+}
+
+}  // namespace
+
+extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90(const DecodeParams p) {
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    // The dynamic shared window is only guaranteed 16-byte alignment: round up to 1024 for the swizzle.
+    Smem& sm = *reinterpret_cast<Smem*>((reinterpret_cast<size_t>(smem_raw) + 1023) & ~size_t(1023));
+
+    const int m0 = blockIdx.x * BLOCK_M;
+    const int g = blockIdx.y;
+    const int part = blockIdx.z;
+    const int wg = threadIdx.x / 128;
+    const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+    const int gq = lane / 4, tq = lane % 4;
+
+    const int* sched = p.sched + part * 8;
+    const int b_begin = sched[0], blk_begin = sched[1], b_end = sched[2], blk_end = sched[3];
+
+    int row_of[2], limit_of[2];
+    for (int h = 0; h < 2; ++h) row_of[h] = 16 * warp + gq + 8 * h;   // within the m tile
+
+    for (int b = b_begin; b <= b_end; ++b) {
+        const int seqlen = max(p.seqlens[b], 0);
+        const int start = b == b_begin ? blk_begin * SCHED_BLOCK : 0;
+        const int stop = b == b_end ? min(blk_end * SCHED_BLOCK, seqlen) : seqlen;
+        const int split = b == b_begin ? sched[4] : 0;
+        const int pieces = p.num_splits[b + 1] - p.num_splits[b];
+
+        for (int h = 0; h < 2; ++h) {
+            const int s = min(m0 + row_of[h], p.rows - 1) / p.heads_per_kv;
+            limit_of[h] = p.causal ? min(stop, seqlen - p.s_q + s + 1) : stop;
+        }
+        int stop_tile = stop;
+        if (p.causal) {
+            const int s_last = min(m0 + BLOCK_M, p.rows) - 1;
+            stop_tile = min(stop, seqlen - p.s_q + s_last / p.heads_per_kv + 1);
+        }
+        const int num_tiles = stop_tile > start ? (stop_tile - start + BLOCK_N - 1) / BLOCK_N : 0;
+
+        float o[128];
+#pragma unroll
+        for (int i = 0; i < 128; ++i) o[i] = 0.f;
+        float row_max[2] = {-inf_f(), -inf_f()};
+        float row_sum[2] = {0.f, 0.f};
+
+        __syncthreads();  // the previous sequence is done with q, k and p
+        load_q(p, sm.q, b, g, m0);
+        if (num_tiles > 0) load_k(p, sm.k[0], b, g, start, stop);
+        cp_async_commit();
+
+        for (int it = 0; it < num_tiles; ++it) {
+            const int t0 = start + it * BLOCK_N;
+            cp_async_wait<0>();
+            fence_proxy_async();
+            __syncthreads();  // tile `it` landed for everyone; tile it-1's buffer and p are free
+            if (it + 1 < num_tiles) load_k(p, sm.k[(it + 1) % 2], b, g, t0 + BLOCK_N, stop);
+            cp_async_commit();
+            const elem_t* sk = sm.k[it % 2];
+
+            // 1. Scores for this warpgroup's 32 tokens.
+            float s[16];
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < D / 16; ++kk) {
+                const int off = (kk / 4) * SLICE + (kk % 4) * 16;
+                wgmma_m64n32k16_ss<0>(s, smem_desc(sm.q + off, 16, 1024),
+                                      smem_desc(sk + off + 32 * wg * 64, 16, 1024), kk > 0);
+            }
+            wgmma_commit();
+            wgmma_wait<0>();
+            reg_fence(s);
+
+            // 2. Softmax: mask, this warpgroup's row maxima, swap, probabilities into p.
+            float mx[2] = {-inf_f(), -inf_f()};
+#pragma unroll
+            for (int j = 0; j < 4; ++j)
+#pragma unroll
+                for (int h = 0; h < 2; ++h)
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        const int t = t0 + 32 * wg + 8 * j + 2 * tq + e;
+                        float& v = s[4 * j + 2 * h + e];
+                        v = t < limit_of[h] ? v * p.scale_log2 : -inf_f();
+                        mx[h] = fmaxf(mx[h], v);
+                    }
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+                mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+                if (tq == 0) sm.row_max[wg][row_of[h]] = mx[h];
+            }
+            __syncthreads();
+            float rescale[2], base[2];
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const float new_max = fmaxf(row_max[h], fmaxf(mx[h], sm.row_max[1 - wg][row_of[h]]));
+                base[h] = new_max == -inf_f() ? 0.f : new_max;   // no key seen yet: avoid inf - inf
+                rescale[h] = fast_exp2(row_max[h] - base[h]);
+                row_max[h] = new_max;
+                row_sum[h] *= rescale[h];
+            }
+#pragma unroll
+            for (int j = 0; j < 4; ++j)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const float p0 = fast_exp2(s[4 * j + 2 * h] - base[h]);
+                    const float p1 = fast_exp2(s[4 * j + 2 * h + 1] - base[h]);
+                    row_sum[h] += p0 + p1;
+                    *reinterpret_cast<u32*>(sm.p + swz(row_of[h], 32 * wg + 8 * j + 2 * tq)) = pack2(p0, p1);
+                }
+#pragma unroll
+            for (int j = 0; j < 32; ++j)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    o[4 * j + 2 * h] *= rescale[h];
+                    o[4 * j + 2 * h + 1] *= rescale[h];
+                }
+            fence_proxy_async();
+            __syncthreads();  // all of p written
+
+            // 3. O[:, 256 wg ..] += P V.
+            wgmma_fence();
+#pragma unroll
+            for (int kt = 0; kt < BLOCK_N / 16; ++kt) {
+                wgmma_m64n256k16_ss<1>(o, smem_desc(sm.p + kt * 16, 16, 1024),
+                                       smem_desc(sk + 4 * wg * SLICE + kt * 16 * 64, V_LBO, V_SBO), 1);
+            }
+            wgmma_commit();
+            wgmma_wait<0>();
+            reg_fence(o);
+        }
+        cp_async_wait<0>();
+
+        // Epilogue: add up the two warpgroups' row sums, normalise, write result or partial.
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            float l = row_sum[h];
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+            if (tq == 0) sm.row_sum[wg][row_of[h]] = l;
+        }
+        __syncthreads();
+        const bool whole = pieces <= 1;
+        const int slot = whole ? 0 : accum_slot(p.num_splits, b, split);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const float l = sm.row_sum[0][row_of[h]] + sm.row_sum[1][row_of[h]];
+            const int row = m0 + row_of[h];
+            if (row >= p.rows) continue;
+            const float inv = l > 0.f ? 1.f / l : 0.f;
+            const float lse = l > 0.f ? (row_max[h] + __log2f(l)) * 0.6931471805599453f
+                                      : (whole ? inf_f() : -inf_f());
+            const int s = row / p.heads_per_kv, hd = g * p.heads_per_kv + row % p.heads_per_kv;
+            if (whole) {
+                u32* dst = reinterpret_cast<u32*>(static_cast<elem_t*>(p.out) + b * p.o_stride_b +
+                                                  s * p.o_stride_s + hd * p.o_stride_h + 256 * wg + 2 * tq);
+#pragma unroll
+                for (int j = 0; j < 32; ++j) dst[j * 4] = pack2(o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
+                if (wg == 0 && tq == 0) p.lse[((long long)b * p.h_q + hd) * p.s_q + s] = lse;
+            } else {
+                const long long r = ((long long)slot * p.h_kv + g) * p.rows + row;
+                float2* dst = reinterpret_cast<float2*>(p.o_accum + r * DV + 256 * wg + 2 * tq);
+#pragma unroll
+                for (int j = 0; j < 32; ++j) dst[j * 4] = make_float2(o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
+                if (wg == 0 && tq == 0) p.lse_accum[r] = lse;
+            }
+        }
+    }
+}

@@ -217,7 +217,11 @@ def compile_source(file: str, arch: str, defines: dict | None = None, *, use_cac
             raise RuntimeError(f"NVRTC failed to compile {file} for {arch} {defines}:\n"
                                f"{nvrtc.getProgramLog(prog)}") from exc
         log = nvrtc.getProgramLog(prog).replace("\x00", "")
-        binary = nvrtc.getPTX(prog).encode() if is_ptx else nvrtc.getCUBIN(prog)
+        if is_ptx:
+            ptx = nvrtc.getPTX(prog)
+            binary = ptx if isinstance(ptx, bytes) else ptx.encode()
+        else:
+            binary = nvrtc.getCUBIN(prog)
     finally:
         nvrtc.destroyProgram(prog)
     c = Compiled(name, file, arch, defines, binary, is_ptx, log)

@@ -9,8 +9,6 @@ expected and what was given.
 from __future__ import annotations
 
 import dataclasses
-import math
-
 import numpy as np
 
 from .arrays import BF16, FP16
@@ -20,6 +18,7 @@ HEAD_DIM_V = 512
 PAGE_SIZES = (1, 16, 32, 64, 128, 256)
 MAX_BATCH = 65535          # the combine kernel's grid.y
 METADATA_COLS = 8
+_LOG2E = 1.4426950408889634
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,9 +131,16 @@ def check_decode(q, k_cache, block_table, cache_seqlens, head_dim_v, softmax_sca
 
     if softmax_scale is None:
         softmax_scale = d ** -0.5
-    if isinstance(softmax_scale, bool) or not isinstance(softmax_scale, (int, float, np.floating, np.integer)) \
-            or not math.isfinite(softmax_scale) or softmax_scale <= 0:
-        raise ValueError(f"softmax_scale: expected a finite number > 0, or None, got {softmax_scale!r}")
+    # The kernels take softmax_scale * log2(e) as a float32: it must stay finite and non-zero there.
+    scale32 = None
+    if not isinstance(softmax_scale, bool) and isinstance(softmax_scale, (int, float, np.floating, np.integer)):
+        try:
+            scale32 = np.float32(float(softmax_scale) * _LOG2E)
+        except (OverflowError, ValueError):
+            scale32 = None
+    if scale32 is None or not np.isfinite(scale32) or scale32 <= 0:
+        raise ValueError(f"softmax_scale: expected a number > 0 whose float32 value times log2(e) is finite "
+                         f"and non-zero, or None, got {softmax_scale!r}")
     if not isinstance(causal, (bool, np.bool_)):
         raise TypeError(f"causal: expected a bool, got {type(causal).__name__}")
     shape = DecodeShape(b, s_q, h_q, d, h_kv, page_size, num_pages, device, q.dtype)

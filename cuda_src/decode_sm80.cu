@@ -106,6 +106,11 @@ __device__ __forceinline__ void load_k(const DecodeParams& p, elem_t* sk, int b,
 extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm80(const DecodeParams p) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     Smem& sm = *reinterpret_cast<Smem*>(smem_raw);
+    {   // The host sizes the window (kernels.DecodeConfig.smem_bytes): refuse to run past it.
+        u32 window;
+        asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(window));
+        if (sizeof(Smem) > window) __trap();
+    }
 
     const int m0 = blockIdx.x * BLOCK_M;
     const int g = blockIdx.y;

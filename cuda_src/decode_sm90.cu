@@ -48,6 +48,7 @@ struct __align__(1024) Smem {
     elem_t p[SLICE];                         // probabilities of one tile, 64 x 64
     float row_max[2][BLOCK_M];               // per warpgroup, exchanged each tile
     float row_sum[2][BLOCK_M];
+    unsigned long long k_full[2];            // TMA path: tile of stage s has landed
 };
 
 // Element offset of (row, col) of a 64-row tile in the swizzled layout.
@@ -87,12 +88,47 @@ __device__ __forceinline__ void load_k(const DecodeParams& p, elem_t* sk, int b,
     }
 }
 
+// The TMA loader: thread 0 asks the copy engine for tokens [t0, t0 + 64), one box of
+// k_box_rows rows per 64-column slice and page; tokens at or past `load_end` are not asked
+// for (their block-table entries may be garbage) and are zeroed by zero_tail() instead.
+__device__ __forceinline__ void issue_k_tma(const DecodeParams& p, elem_t* sk, unsigned long long* bar,
+                                            int b, int g, int t0, int load_end) {
+    const int* bt = p.block_table + b * p.bt_stride_b;
+    const int rows = p.k_box_rows, page_mask = (1 << p.page_shift) - 1;
+    int boxes = 0;
+    for (int r0 = 0; r0 < BLOCK_N && t0 + r0 < load_end; r0 += rows) ++boxes;
+    mbar_arrive_expect_tx(bar, boxes * SLICES * rows * 128);
+    for (int r0 = 0; r0 < BLOCK_N && t0 + r0 < load_end; r0 += rows) {
+        const int t = t0 + r0;
+        const int page = bt[t >> p.page_shift];   // out of range: the copy engine reads zeros
+#pragma unroll
+        for (int c = 0; c < SLICES; ++c)
+            tma_load_4d(sk + c * SLICE + r0 * 64, &p.k_map, bar, c * 64, g, t & page_mask, page);
+    }
+}
+
+// Rows [valid, 64) of a tile: not loaded (past the sequence) or loaded from the garbage tail of
+// the last page (may be NaN, and 0 * NaN would reach the output): make them zeros.
+__device__ __forceinline__ void zero_tail(elem_t* sk, int valid) {
+    if (valid >= BLOCK_N) return;
+    const uint4 z = make_uint4(0, 0, 0, 0);
+    for (int c = threadIdx.x; c < (BLOCK_N - valid) * (D / 8); c += THREADS) {
+        const int r = valid + c / (D / 8), col = (c % (D / 8)) * 8;
+        *reinterpret_cast<uint4*>(sk + swz(r, col)) = z;
+    }
+}
+
 }  // namespace
 
-extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90(const DecodeParams p) {
+extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90(const __grid_constant__ DecodeParams p) {
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     // The dynamic shared window is only guaranteed 16-byte alignment: round up to 1024 for the swizzle.
     Smem& sm = *reinterpret_cast<Smem*>((reinterpret_cast<size_t>(smem_raw) + 1023) & ~size_t(1023));
+    {   // The host sizes the window (kernels.DecodeConfig.smem_bytes): refuse to run past it.
+        u32 window;
+        asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(window));
+        if ((size_t)(reinterpret_cast<unsigned char*>(&sm) - smem_raw) + sizeof(Smem) > window) __trap();
+    }
 
     const int m0 = blockIdx.x * BLOCK_M;
     const int g = blockIdx.y;
@@ -106,6 +142,14 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90(const D
 
     int row_of[2], limit_of[2];
     for (int h = 0; h < 2; ++h) row_of[h] = 16 * warp + gq + 8 * h;   // within the m tile
+
+    const bool tma = p.k_box_rows > 0;
+    if (tma && threadIdx.x == 0) {
+        mbar_init(&sm.k_full[0], 1);
+        mbar_init(&sm.k_full[1], 1);
+        mbar_init_fence();
+    }
+    int tiles_done = 0;   // tiles consumed by this CTA so far: gives each barrier's stage and phase
 
     for (int b = b_begin; b <= b_end; ++b) {
         const int seqlen = max(p.seqlens[b], 0);
@@ -131,19 +175,33 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90(const D
         float row_max[2] = {-inf_f(), -inf_f()};
         float row_sum[2] = {0.f, 0.f};
 
-        __syncthreads();  // the previous sequence is done with q, k and p
+        // Tokens the loaders may fetch: inside the piece and covered by the block table.
+        const int load_end = (int)min((long long)stop, p.max_blocks << p.page_shift);
+
+        __syncthreads();  // the previous sequence is done with q, k and p (and barrier init is seen)
         load_q(p, sm.q, b, g, m0);
-        if (num_tiles > 0) load_k(p, sm.k[0], b, g, start, stop);
+        if (num_tiles > 0) {
+            if (!tma) load_k(p, sm.k[tiles_done % 2], b, g, start, stop);
+            else if (threadIdx.x == 0) issue_k_tma(p, sm.k[tiles_done % 2], &sm.k_full[tiles_done % 2], b, g, start, load_end);
+        }
         cp_async_commit();
 
-        for (int it = 0; it < num_tiles; ++it) {
+        for (int it = 0; it < num_tiles; ++it, ++tiles_done) {
             const int t0 = start + it * BLOCK_N;
+            const int stage = tiles_done % 2;
+            elem_t* sk = sm.k[stage];
             cp_async_wait<0>();
+            if (tma) {
+                mbar_wait(&sm.k_full[stage], (tiles_done / 2) & 1);
+                zero_tail(sk, load_end - t0);
+            }
             fence_proxy_async();
             __syncthreads();  // tile `it` landed for everyone; tile it-1's buffer and p are free
-            if (it + 1 < num_tiles) load_k(p, sm.k[(it + 1) % 2], b, g, t0 + BLOCK_N, stop);
+            if (it + 1 < num_tiles) {
+                if (!tma) load_k(p, sm.k[1 - stage], b, g, t0 + BLOCK_N, stop);
+                else if (threadIdx.x == 0) issue_k_tma(p, sm.k[1 - stage], &sm.k_full[1 - stage], b, g, t0 + BLOCK_N, load_end);
+            }
             cp_async_commit();
-            const elem_t* sk = sm.k[it % 2];
 
             // 1. Scores for this warpgroup's 32 tokens.
             float s[16];

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import arrays, kernels, params, validate
+from . import arrays, kernels, params, tma, validate
 from .arrays import FP16
 from .validate import HEAD_DIM_V, METADATA_COLS
 
@@ -141,6 +141,13 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v,
         lse_obj, lse_c = lse, arrays.as_cupy(lse, "lse")
         validate.check_lse(lse_c, shape)
 
+    # The Hopper kernel loads the cache with the copy engine when a tensor map can be made.
+    box_rows, k_map = 0, tma.ZERO_MAP
+    if cfg.path == "sm90" and tma.box_rows_for(shape.page_size):
+        made = tma.k_cache_map(kc, tma.box_rows_for(shape.page_size))
+        if made is not None:
+            box_rows, k_map = tma.box_rows_for(shape.page_size), made
+
     cp = arrays.cupy_module()
     fp16 = int(qc.dtype == FP16)
     qs, ks, os_ = (validate.elem_strides(x) for x in (qc, kc, out_c))
@@ -159,7 +166,7 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v,
             o_stride_b=os_[0], o_stride_s=os_[1], o_stride_h=os_[2],
             batch=b, s_q=s_q, h_q=h_q, h_kv=h_kv, heads_per_kv=h_q // h_kv, rows=rows,
             page_shift=shape.page_size.bit_length() - 1, num_parts=num_parts, causal=int(bool(causal)),
-            scale_log2=scale * _LOG2E,
+            scale_log2=scale * _LOG2E, k_box_rows=box_rows, k_map=k_map,
         )
         decode((m_tiles, h_kv, num_parts), (cfg.threads,), (p,), shared_mem=cfg.smem_bytes, stream=stream)
 

@@ -83,8 +83,10 @@ class DecodeConfig:
     @property
     def smem_bytes(self) -> int:
         if self.path == "sm90":
-            # q + two k stages + p (64 x 64) + row max/sum exchange, + 1 KB to align to 1024.
-            return 3 * 64 * self.head_dim * 2 + 64 * 64 * 2 + 4 * 64 * 4 + 1024
+            # struct Smem of decode_sm90.cu: q + two k stages + p (64 x 64) + row max/sum exchange
+            # + two mbarriers, padded to its 1024-byte alignment, + 1 KB to align its start.
+            raw = 3 * 64 * self.head_dim * 2 + 64 * 64 * 2 + 4 * 64 * 4 + 2 * 8
+            return -(-raw // 1024) * 1024 + 1024
         row = (self.head_dim + 8) * 2
         return (self.block_m + self.stages * self.block_n) * row + self.block_m * (self.block_n + 4) * 4
 

@@ -19,7 +19,19 @@ _F32 = np.float32
 
 
 def _struct(*fields):
-    return np.dtype([(name, typ) for name, typ in fields], align=True)
+    """A C struct's layout; a field given as (name, type, align) gets that alignas()."""
+    names, formats, offsets, pos, struct_align = [], [], [], 0, 1
+    for name, typ, *align in fields:
+        dt = np.dtype(typ)
+        a = align[0] if align else dt.base.itemsize
+        pos = -(-pos // a) * a
+        names.append(name)
+        formats.append(dt)
+        offsets.append(pos)
+        pos += dt.itemsize
+        struct_align = max(struct_align, a)
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets,
+                     "itemsize": -(-pos // struct_align) * struct_align}, align=True)
 
 
 METADATA_PARAMS = _struct(
@@ -38,6 +50,7 @@ DECODE_PARAMS = _struct(
     ("batch", _I32), ("s_q", _I32), ("h_q", _I32), ("h_kv", _I32),
     ("heads_per_kv", _I32), ("rows", _I32), ("page_shift", _I32), ("num_parts", _I32),
     ("causal", _I32), ("scale_log2", _F32),
+    ("k_box_rows", _I32), ("k_map", (np.uint64, 16), 64),
 )
 
 COMBINE_PARAMS = _struct(
@@ -53,7 +66,8 @@ def _struct_format(dtype: np.dtype) -> struct.Struct:
     fmt, pos = "<", 0
     for name in dtype.names:
         field, offset = dtype.fields[name][:2]
-        fmt += "x" * (offset - pos) + codes[field]
+        count = field.itemsize // field.base.itemsize   # a fixed-size array is given as a sequence
+        fmt += "x" * (offset - pos) + (str(count) if field.shape else "") + codes[field.base]
         pos = offset + field.itemsize
     return struct.Struct(fmt + "x" * (dtype.itemsize - pos))
 
@@ -67,7 +81,14 @@ def pack(dtype: np.dtype, **values) -> np.void:
     if fmt is None:
         fmt = _FORMATS[dtype] = _struct_format(dtype)
     try:
-        raw = fmt.pack(*[values[name] for name in dtype.names])
+        flat = []
+        for name in dtype.names:
+            v = values[name]
+            if dtype.fields[name][0].shape:
+                flat.extend(v)
+            else:
+                flat.append(v)
+        raw = fmt.pack(*flat)
     except KeyError as missing:
         raise AssertionError(f"params: field {missing} not given") from None
     if len(values) != len(dtype.names):

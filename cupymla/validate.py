@@ -135,7 +135,8 @@ def check_decode(q, k_cache, block_table, cache_seqlens, head_dim_v, softmax_sca
     scale32 = None
     if not isinstance(softmax_scale, bool) and isinstance(softmax_scale, (int, float, np.floating, np.integer)):
         try:
-            scale32 = np.float32(float(softmax_scale) * _LOG2E)
+            with np.errstate(over="ignore"):   # an overflow to inf is rejected just below
+                scale32 = np.float32(float(softmax_scale) * _LOG2E)
         except (OverflowError, ValueError):
             scale32 = None
     if scale32 is None or not np.isfinite(scale32) or scale32 <= 0:

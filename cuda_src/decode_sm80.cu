@@ -240,10 +240,12 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm80(const D
                     sum += sc[i][j];
                 }
                 row_sum[i] = row_sum[i] * rescale + sum;
+                if (__any_sync(0xffffffffu, rescale != 1.f)) {   // most tiles move no maximum
 #pragma unroll
-                for (int j = 0; j < COLS / 8; ++j) {
-                    o[j][2 * i] *= rescale;
-                    o[j][2 * i + 1] *= rescale;
+                    for (int j = 0; j < COLS / 8; ++j) {
+                        o[j][2 * i] *= rescale;
+                        o[j][2 * i + 1] *= rescale;
+                    }
                 }
             }
 

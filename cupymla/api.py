@@ -100,88 +100,128 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v,
     if indices is not None or attn_sink is not None or topk_length is not None:
         raise NotImplementedError("indices/attn_sink/topk_length: sparse decode is not implemented yet")
 
-    qc = arrays.as_cupy(q, "q")
-    kc = arrays.as_cupy(k_cache, "k_cache")
-    bt = arrays.as_cupy(block_table, "block_table")
-    sl = arrays.as_cupy(cache_seqlens, "cache_seqlens")
-    shape, scale = validate.check_decode(qc, kc, bt, sl, head_dim_v, softmax_scale, causal)
+    qc = arrays.view(q, "q")
+    kc = arrays.view(k_cache, "k_cache")
+    bt = arrays.view(block_table, "block_table")
+    sl = arrays.view(cache_seqlens, "cache_seqlens")
+    # Everything validation looks at but the pointers; a hit means these inputs passed before.
+    key = (_signature(qc), _signature(kc), _signature(bt), _signature(sl), head_dim_v, softmax_scale,
+           causal, type(softmax_scale), type(causal), type(head_dim_v))
+    plan = _PLANS.get(key)
+    if plan is None:
+        shape, scale = validate.check_decode(qc, kc, bt, sl, head_dim_v, softmax_scale, causal)
+        plan = _DecodePlan(shape, scale, bool(causal), qc, kc, bt)
+        _PLANS[key] = plan
+        if len(_PLANS) > _MAX_PLANS:
+            _PLANS.pop(next(iter(_PLANS)))
+    else:
+        validate.check_rows_16b(qc, "q")          # a new pointer may be misaligned
+        validate.check_rows_16b(kc, "k_cache")
+    shape = plan.shape
     b, s_q, h_q, h_kv, rows, device_id = shape.batch, shape.s_q, shape.h_q, shape.h_kv, shape.rows, shape.device
-    cfg, m_tiles, num_parts = _plan(device_id, rows, h_kv, shape.head_dim)
     stream = arrays.stream_for(q, device_id)
 
     # The schedule: given (classic convention), or lazily made (current convention).
     if isinstance(tile_scheduler_metadata, MLAMetadata):
         meta = tile_scheduler_metadata
-        key = (device_id, b, rows, h_kv)
+        meta_key = (device_id, b, rows, h_kv)
         if meta.key is None:
-            meta.tile_scheduler_metadata, meta.num_splits = _launch_metadata(sl, device_id, num_parts, stream)
-            meta.key = key
-        elif meta.key != key:
+            meta.tile_scheduler_metadata, meta.num_splits = _launch_metadata(
+                arrays.as_cupy(cache_seqlens, "cache_seqlens"), device_id, plan.num_parts, stream)
+            meta.key = meta_key
+        elif meta.key != meta_key:
             raise ValueError(f"tile_scheduler_metadata: made for (device, batch, s_q*h_q/h_kv, h_kv) = {meta.key}, "
-                             f"used with {key}; use one MLAMetadata per shape")
+                             f"used with {meta_key}; use one MLAMetadata per shape")
         sched, splits = meta.tile_scheduler_metadata, meta.num_splits
     else:
         if tile_scheduler_metadata is None or num_splits is None:
             raise TypeError("tile_scheduler_metadata: expected the pair from get_mla_metadata(...), "
                             "or an MLAMetadata from get_mla_metadata() with num_splits None")
-        sched = arrays.as_cupy(tile_scheduler_metadata, "tile_scheduler_metadata")
-        splits = arrays.as_cupy(num_splits, "num_splits")
-        validate.check_schedule(sched, splits, shape, num_parts)
+        sched = arrays.view(tile_scheduler_metadata, "tile_scheduler_metadata")
+        splits = arrays.view(num_splits, "num_splits")
+        validate.check_schedule(sched, splits, shape, plan.num_parts)
 
     # Outputs, in q's framework unless the caller brought buffers.
     fw = arrays.framework_of(q)
     if out is None:
-        out_obj, out_c = arrays.empty_like_framework(q, (b, s_q, h_q, HEAD_DIM_V), qc.dtype, device_id)
+        out_obj, out_v = arrays.empty_like_framework(q, (b, s_q, h_q, HEAD_DIM_V), shape.dtype, device_id)
     else:
-        out_obj, out_c = out, arrays.as_cupy(out, "out")
-        validate.check_out(out_c, shape)
+        out_obj, out_v = out, arrays.view(out, "out")
+        validate.check_out(out_v, shape)
     if lse is None:
-        lse_obj, lse_c = arrays.empty_like_framework(q, (b, h_q, s_q), np.dtype(np.float32), device_id)
+        lse_obj, lse_v = arrays.empty_like_framework(q, (b, h_q, s_q), np.dtype(np.float32), device_id)
     else:
-        lse_obj, lse_c = lse, arrays.as_cupy(lse, "lse")
-        validate.check_lse(lse_c, shape)
+        lse_obj, lse_v = lse, arrays.view(lse, "lse")
+        validate.check_lse(lse_v, shape)
 
     # The Hopper kernel loads the cache with the copy engine when a tensor map can be made.
-    box_rows, k_map = 0, tma.ZERO_MAP
-    if cfg.path == "sm90" and tma.box_rows_for(shape.page_size):
-        made = tma.k_cache_map(kc, tma.box_rows_for(shape.page_size))
-        if made is not None:
-            box_rows, k_map = tma.box_rows_for(shape.page_size), made
+    k_map = tma.ZERO_MAP
+    if plan.box_rows:
+        k_map = tma.k_cache_map(kc, plan.box_rows)
+    box_rows = plan.box_rows if k_map is not None else 0
 
-    cp = arrays.cupy_module()
-    fp16 = int(qc.dtype == FP16)
-    qs, ks, os_ = (validate.elem_strides(x) for x in (qc, kc, out_c))
-    with arrays.on(device_id, stream):
-        o_accum = cp.empty((2 * num_parts, h_kv, rows, HEAD_DIM_V), dtype=np.float32)
-        lse_accum = cp.empty((2 * num_parts, h_kv, rows), dtype=np.float32)
-        decode = kernels.get_function(device_id, cfg.file, {"MLA_FP16": fp16, **cfg.defines()}, cfg.smem_bytes)
-        p = params.pack(
-            params.DECODE_PARAMS,
-            q=qc.data.ptr, k_cache=kc.data.ptr, block_table=bt.data.ptr, seqlens=sl.data.ptr,
-            sched=sched.data.ptr, num_splits=splits.data.ptr, out=out_c.data.ptr, lse=lse_c.data.ptr,
-            o_accum=o_accum.data.ptr, lse_accum=lse_accum.data.ptr,
+    with arrays.on_device(device_id):
+        o_accum, lse_accum = plan.scratch(stream)
+        os_ = validate.elem_strides(out_v)
+        ptrs = (qc.data.ptr, kc.data.ptr, bt.data.ptr, sl.data.ptr, sched.data.ptr, splits.data.ptr,
+                out_v.data.ptr, lse_v.data.ptr, o_accum.data.ptr, lse_accum.data.ptr)
+        p = plan.decode_params.fill(ptrs, o_stride_b=os_[0], o_stride_s=os_[1], o_stride_h=os_[2],
+                                    k_box_rows=box_rows, k_map=k_map or tma.ZERO_MAP)
+        plan.decode((plan.m_tiles, h_kv, plan.num_parts), (plan.cfg.threads,), (p,),
+                    shared_mem=plan.cfg.smem_bytes, stream=stream)
+        pc = plan.combine_params.fill((o_accum.data.ptr, lse_accum.data.ptr, splits.data.ptr,
+                                       out_v.data.ptr, lse_v.data.ptr),
+                                      o_stride_b=os_[0], o_stride_s=os_[1], o_stride_h=os_[2])
+        plan.combine((-(-(h_kv * rows) // 4), b), (128,), (pc,), stream=stream)
+
+    if fw == "jax":
+        out_obj = arrays.to_framework(out_v, fw) if out is None else out_obj
+        lse_obj = arrays.to_framework(lse_v, fw) if lse is None else lse_obj
+    return out_obj, lse_obj
+
+
+def _signature(v):
+    return (v.shape, v.strides, v.dtype, v.device.id)
+
+
+_PLANS: dict = {}
+_MAX_PLANS = 64
+
+
+class _DecodePlan:
+    """What one input layout needs, worked out once: kernels, grid, the parameter structs with
+    their per-shape fields packed, and split-KV scratch buffers per stream (reused: work on one
+    stream runs in order, and a captured CUDA graph keeps pointing at live memory)."""
+
+    def __init__(self, shape, scale, causal, qc, kc, bt):
+        self.shape = shape
+        self.cfg, self.m_tiles, self.num_parts = _plan(shape.device, shape.rows, shape.h_kv, shape.head_dim)
+        fp16 = int(shape.dtype == FP16)
+        self.decode = kernels.get_function(shape.device, self.cfg.file, {"MLA_FP16": fp16, **self.cfg.defines()},
+                                           self.cfg.smem_bytes)
+        self.combine = kernels.get_function(shape.device, "combine.cu", {"MLA_FP16": fp16})
+        self.box_rows = tma.box_rows_for(shape.page_size) if self.cfg.path == "sm90" else 0
+        qs, ks = validate.elem_strides(qc), validate.elem_strides(kc)
+        common = dict(batch=shape.batch, s_q=shape.s_q, h_q=shape.h_q, h_kv=shape.h_kv,
+                      heads_per_kv=shape.h_q // shape.h_kv, rows=shape.rows,
+                      o_stride_b=0, o_stride_s=0, o_stride_h=0)
+        self.decode_params = params.Prepacked(
+            params.DECODE_PARAMS, 10,
             q_stride_b=qs[0], q_stride_s=qs[1], q_stride_h=qs[2],
             k_stride_page=ks[0], k_stride_row=ks[1], k_stride_head=ks[2],
             bt_stride_b=bt.strides[0] // 4, max_blocks=bt.shape[1], num_pages=shape.num_pages,
-            o_stride_b=os_[0], o_stride_s=os_[1], o_stride_h=os_[2],
-            batch=b, s_q=s_q, h_q=h_q, h_kv=h_kv, heads_per_kv=h_q // h_kv, rows=rows,
-            page_shift=shape.page_size.bit_length() - 1, num_parts=num_parts, causal=int(bool(causal)),
-            scale_log2=scale * _LOG2E, k_box_rows=box_rows, k_map=k_map,
-        )
-        decode((m_tiles, h_kv, num_parts), (cfg.threads,), (p,), shared_mem=cfg.smem_bytes, stream=stream)
+            page_shift=shape.page_size.bit_length() - 1, num_parts=self.num_parts, causal=int(causal),
+            scale_log2=scale * _LOG2E, k_box_rows=0, k_map=tma.ZERO_MAP, **common)
+        self.combine_params = params.Prepacked(params.COMBINE_PARAMS, 5, **common)
+        self._scratch = {}
 
-        combine = kernels.get_function(device_id, "combine.cu", {"MLA_FP16": fp16})
-        pc = params.pack(
-            params.COMBINE_PARAMS,
-            o_accum=o_accum.data.ptr, lse_accum=lse_accum.data.ptr, num_splits=splits.data.ptr,
-            out=out_c.data.ptr, lse=lse_c.data.ptr,
-            o_stride_b=os_[0], o_stride_s=os_[1], o_stride_h=os_[2],
-            batch=b, s_q=s_q, h_q=h_q, h_kv=h_kv, heads_per_kv=h_q // h_kv, rows=rows,
-        )
-        combine((-(-(h_kv * rows) // 4), b), (128,), (pc,), stream=stream)
-
-    if out is None:
-        out_obj = arrays.to_framework(out_c, fw) if fw == "jax" else out_obj
-    if lse is None:
-        lse_obj = arrays.to_framework(lse_c, fw) if fw == "jax" else lse_obj
-    return out_obj, lse_obj
+    def scratch(self, stream):
+        found = self._scratch.get(stream.ptr)
+        if found is None:
+            cp = arrays.cupy_module()
+            shape = self.shape
+            with stream:
+                found = (cp.empty((2 * self.num_parts, shape.h_kv, shape.rows, HEAD_DIM_V), dtype=np.float32),
+                         cp.empty((2 * self.num_parts, shape.h_kv, shape.rows), dtype=np.float32))
+            self._scratch[stream.ptr] = found
+        return found

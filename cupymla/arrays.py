@@ -65,15 +65,90 @@ def as_cupy(x, name: str):
         raise TypeError(f"{name}: could not be viewed through DLPack: {exc}") from exc
 
 
+class _Device:
+    __slots__ = ("id",)
+
+    def __init__(self, i):
+        self.id = i
+
+
+class _Data:
+    __slots__ = ("ptr",)
+
+    def __init__(self, ptr):
+        self.ptr = ptr
+
+
+class _Flags:
+    __slots__ = ("c_contiguous",)
+
+    def __init__(self, c):
+        self.c_contiguous = c
+
+
+class TorchView:
+    """The metadata of a CUDA torch tensor in CuPy's attribute names (shape, dtype, byte strides,
+    device.id, data.ptr, flags.c_contiguous), read straight from torch: a DLPack round trip per
+    argument would cost more than the rest of a call."""
+
+    __slots__ = ("tensor", "shape", "ndim", "dtype", "itemsize", "strides", "device", "data", "flags")
+
+    def __init__(self, t):
+        self.tensor = t
+        self.shape = tuple(t.shape)
+        self.ndim = len(self.shape)
+        self.dtype = _torch_dtype(t.dtype)
+        self.itemsize = t.element_size()
+        self.strides = tuple(st * self.itemsize for st in t.stride())
+        self.device = _Device(t.device.index)
+        self.data = _Data(t.data_ptr())
+        self.flags = _Flags(t.is_contiguous())
+
+
+_TORCH_DTYPES: dict = {}
+
+
+def _torch_dtype(tdt):
+    found = _TORCH_DTYPES.get(tdt)
+    if found is None:
+        import torch
+        if tdt == torch.bfloat16:
+            found = BF16
+        else:
+            try:
+                found = np.dtype(str(tdt).removeprefix("torch."))
+            except TypeError:
+                found = np.dtype([(str(tdt), "V1")])  # no NumPy twin: shows the torch name in errors
+        _TORCH_DTYPES[tdt] = found
+    return found
+
+
+def view(x, name: str):
+    """``x``'s GPU metadata and pointer: the CuPy array itself, a TorchView, or a DLPack view."""
+    if framework_of(x) == "torch" and hasattr(x, "data_ptr"):
+        if not x.is_cuda:
+            raise TypeError(f"{name}: expected a tensor on a CUDA GPU, got one on {x.device}")
+        return TorchView(x)
+    return as_cupy(x, name)
+
+
+_external_streams: dict = {}
+
+
 def stream_for(x, device_id: int):
     """The stream the caller expects work on: torch's current stream for torch tensors."""
     cp = cupy_module()
     if framework_of(x) == "torch":
         import torch
-        s = torch.cuda.current_stream(device_id)
-        if hasattr(s, "__cuda_stream__") and hasattr(cp.cuda.Stream, "from_external"):
-            return cp.cuda.Stream.from_external(s)
-        return cp.cuda.ExternalStream(s.cuda_stream, device_id)
+        ptr = torch.cuda.current_stream(device_id).cuda_stream
+        # A wrapper per (stream, device), made once: it only carries the handle.
+        found = _external_streams.get((ptr, device_id))
+        if found is None:
+            import warnings
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # CuPy 14 prefers from_external
+                found = _external_streams[(ptr, device_id)] = cp.cuda.ExternalStream(ptr, device_id)
+        return found
     return cp.cuda.get_current_stream(device_id)
 
 
@@ -85,8 +160,8 @@ def empty_like_framework(like, shape, dtype: np.dtype, device_id: int):
         import torch
         tdt = {BF16: torch.bfloat16, FP16: torch.float16, np.dtype(np.float32): torch.float32,
                np.dtype(np.int32): torch.int32}[np.dtype(dtype)]
-        t = torch.empty(shape, dtype=tdt, device=f"cuda:{device_id}")
-        return t, cp.from_dlpack(t)
+        t = torch.empty(shape, dtype=tdt, device=torch.device("cuda", device_id))
+        return t, TorchView(t)
     with cp.cuda.Device(device_id):
         a = cp.empty(shape, dtype=dtype)
     return a, a
@@ -101,6 +176,14 @@ def to_framework(arr, fw: str):
         import jax.dlpack
         return jax.dlpack.from_dlpack(arr)
     return arr
+
+
+def on_device(device_id: int):
+    """Make ``device_id`` current for CuPy within the block (free when it already is)."""
+    cp = cupy_module()
+    if cp.cuda.runtime.getDevice() == device_id:
+        return contextlib.nullcontext()
+    return cp.cuda.Device(device_id)
 
 
 @contextlib.contextmanager

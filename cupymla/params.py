@@ -94,3 +94,36 @@ def pack(dtype: np.dtype, **values) -> np.void:
     if len(values) != len(dtype.names):
         raise AssertionError(f"params: unknown fields {sorted(set(values) - set(dtype.names))}")
     return np.frombuffer(raw, dtype=dtype)[0]
+
+
+class Prepacked:
+    """A struct packed once with its per-shape fields, refilled per call with the fields that
+    change (pointers first, then any named ones): the host cost of a decode call is mostly here."""
+
+    def __init__(self, dtype: np.dtype, n_pointers: int, **fixed):
+        if any(dtype.fields[n][0] != np.dtype(_PTR) or dtype.fields[n][1] != 8 * i
+               for i, n in enumerate(dtype.names[:n_pointers])):
+            raise AssertionError("Prepacked: the struct must start with its pointers")
+        self.dtype = dtype
+        self.pointer_names = dtype.names[:n_pointers]
+        zeros = {name: 0 for name in self.pointer_names}
+        self._raw = bytes(pack(dtype, **zeros, **fixed).tobytes())
+        self._pointers = struct.Struct(f"<{n_pointers}Q")
+        self._field_formats = {}
+
+    def fill(self, pointers, **changed) -> np.void:
+        buf = bytearray(self._raw)
+        self._pointers.pack_into(buf, 0, *pointers)
+        for name, value in changed.items():
+            fmt = self._field_formats.get(name)
+            if fmt is None:
+                field, offset = self.dtype.fields[name][:2]
+                count = field.itemsize // field.base.itemsize
+                code = {np.dtype(_PTR): "Q", np.dtype(_I64): "q", np.dtype(_I32): "i", np.dtype(_F32): "f"}[field.base]
+                fmt = self._field_formats[name] = (struct.Struct(f"<{count}{code}"), offset, bool(field.shape))
+            st, offset, is_array = fmt
+            if is_array:
+                st.pack_into(buf, offset, *value)
+            else:
+                st.pack_into(buf, offset, value)
+        return np.frombuffer(buf, dtype=self.dtype)[0]

@@ -398,3 +398,21 @@ def test_pack_unknown_field(name):
     values["page_size"] = 64
     with pytest.raises(AssertionError, match="page_size"):
         params.pack(dtype, **values)
+
+
+# --------------------------------------------------------------------------- Prepacked
+
+def test_prepacked_fill_equals_pack():
+    """The per-call refill must give the very bytes a full pack gives."""
+    values = sample_values(params.DECODE_PARAMS)
+    fixed = {k: v for k, v in values.items() if k in params.DECODE_PARAMS.names[10:]}
+    changed = {k: fixed.pop(k) for k in ("o_stride_b", "o_stride_s", "o_stride_h", "k_box_rows", "k_map")}
+    template = params.Prepacked(params.DECODE_PARAMS, 10, **fixed, **{k: (0 if k != "k_map" else [0] * 16)
+                                                                       for k in changed})
+    got = template.fill([values[n] for n in params.DECODE_PARAMS.names[:10]], **changed)
+    assert got.tobytes() == params.pack(params.DECODE_PARAMS, **values).tobytes()
+
+
+def test_prepacked_needs_leading_pointers():
+    with pytest.raises(AssertionError, match="pointers"):
+        params.Prepacked(params.DECODE_PARAMS, 11)

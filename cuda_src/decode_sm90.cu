@@ -88,22 +88,36 @@ __device__ __forceinline__ void load_k(const DecodeParams& p, elem_t* sk, int b,
     }
 }
 
-// The TMA loader: thread 0 asks the copy engine for tokens [t0, t0 + 64), one box of
-// k_box_rows rows per 64-column slice and page; tokens at or past `load_end` are not asked
-// for (their block-table entries may be garbage) and are zeroed by zero_tail() instead.
-__device__ __forceinline__ void issue_k_tma(const DecodeParams& p, elem_t* sk, unsigned long long* bar,
-                                            int b, int g, int t0, int load_end) {
+// The TMA loader, in two steps so that block-table reads stay off the critical path: thread 0
+// reads the page numbers of a tile one tile ahead (fetch_pages), then asks the copy engine
+// for tokens [t0, t0 + 64), one box of k_box_rows rows per 64-column slice and page
+// (issue_k_tma). Tokens at or past `load_end` are not asked for (their block-table entries may
+// be garbage) and are zeroed by zero_tail() instead. k_box_rows >= 16: at most 4 pages a tile.
+constexpr int MAX_PAGES = BLOCK_N / 16;
+
+__device__ __forceinline__ void fetch_pages(const DecodeParams& p, int (&pages)[MAX_PAGES], int b, int t0, int load_end) {
     const int* bt = p.block_table + b * p.bt_stride_b;
+#pragma unroll
+    for (int i = 0; i < MAX_PAGES; ++i) {
+        const int t = t0 + i * p.k_box_rows;
+        pages[i] = i * p.k_box_rows < BLOCK_N && t < load_end ? bt[t >> p.page_shift] : 0;
+    }
+}
+
+__device__ __forceinline__ void issue_k_tma(const DecodeParams& p, const int (&pages)[MAX_PAGES], elem_t* sk,
+                                            unsigned long long* bar, int g, int t0, int load_end) {
     const int rows = p.k_box_rows, page_mask = (1 << p.page_shift) - 1;
     int boxes = 0;
     for (int r0 = 0; r0 < BLOCK_N && t0 + r0 < load_end; r0 += rows) ++boxes;
     mbar_arrive_expect_tx(bar, boxes * SLICES * rows * 128);
-    for (int r0 = 0; r0 < BLOCK_N && t0 + r0 < load_end; r0 += rows) {
-        const int t = t0 + r0;
-        const int page = bt[t >> p.page_shift];   // out of range: the copy engine reads zeros
+#pragma unroll
+    for (int i = 0; i < MAX_PAGES; ++i) {
+        const int r0 = i * rows;
+        if (r0 >= BLOCK_N || t0 + r0 >= load_end) break;
+        // An out-of-range page number makes the copy engine read zeros.
 #pragma unroll
         for (int c = 0; c < SLICES; ++c)
-            tma_load_4d(sk + c * SLICE + r0 * 64, &p.k_map, bar, c * 64, g, t & page_mask, page);
+            tma_load_4d(sk + c * SLICE + r0 * 64, &p.k_map, bar, c * 64, g, (t0 + r0) & page_mask, pages[i]);
     }
 }
 
@@ -150,6 +164,15 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90(const _
         mbar_init_fence();
     }
     int tiles_done = 0;   // tiles consumed by this CTA so far: gives each barrier's stage and phase
+    int pages[MAX_PAGES];  // thread 0: page numbers of the next tile to fetch
+
+    // wgmma descriptors of the tile bases, made once; a k step or a stage adds a constant to the
+    // address field (16-byte units), which is far cheaper than rebuilding a descriptor.
+    const u64 desc_q = smem_desc(sm.q, 16, 1024);
+    const u64 desc_p = smem_desc(sm.p, 16, 1024);
+    const u64 desc_k0 = smem_desc(sm.k[0] + 32 * wg * 64, 16, 1024);           // this warpgroup's tokens
+    const u64 desc_v0 = smem_desc(sm.k[0] + 4 * wg * SLICE, V_LBO, V_SBO);     // this warpgroup's columns
+    constexpr u64 STAGE_STEP = (SLICES * SLICE * 2) >> 4;
 
     for (int b = b_begin; b <= b_end; ++b) {
         const int seqlen = max(p.seqlens[b], 0);
@@ -182,7 +205,11 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90(const _
         load_q(p, sm.q, b, g, m0);
         if (num_tiles > 0) {
             if (!tma) load_k(p, sm.k[tiles_done % 2], b, g, start, stop);
-            else if (threadIdx.x == 0) issue_k_tma(p, sm.k[tiles_done % 2], &sm.k_full[tiles_done % 2], b, g, start, load_end);
+            else if (threadIdx.x == 0) {
+                fetch_pages(p, pages, b, start, load_end);
+                issue_k_tma(p, pages, sm.k[tiles_done % 2], &sm.k_full[tiles_done % 2], g, start, load_end);
+                if (num_tiles > 1) fetch_pages(p, pages, b, start + BLOCK_N, load_end);
+            }
         }
         cp_async_commit();
 
@@ -197,22 +224,25 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90(const _
             }
             fence_proxy_async();
             __syncthreads();  // tile `it` landed for everyone; tile it-1's buffer and p are free
-            if (it + 1 < num_tiles) {
-                if (!tma) load_k(p, sm.k[1 - stage], b, g, t0 + BLOCK_N, stop);
-                else if (threadIdx.x == 0) issue_k_tma(p, sm.k[1 - stage], &sm.k_full[1 - stage], b, g, t0 + BLOCK_N, load_end);
-            }
+            if (it + 1 < num_tiles && !tma) load_k(p, sm.k[1 - stage], b, g, t0 + BLOCK_N, stop);
             cp_async_commit();
+            const u64 desc_k = desc_k0 + stage * STAGE_STEP, desc_v = desc_v0 + stage * STAGE_STEP;
 
-            // 1. Scores for this warpgroup's 32 tokens.
+            // 1. Scores for this warpgroup's 32 tokens. wgmma is collective over the warpgroup,
+            // so thread 0 asks for the next tile only once the scores are issued: its warp must
+            // not hold up the other three.
             float s[16];
             wgmma_fence();
 #pragma unroll
             for (int kk = 0; kk < D / 16; ++kk) {
-                const int off = (kk / 4) * SLICE + (kk % 4) * 16;
-                wgmma_m64n32k16_ss<0>(s, smem_desc(sm.q + off, 16, 1024),
-                                      smem_desc(sk + off + 32 * wg * 64, 16, 1024), kk > 0);
+                const u64 off = ((kk / 4) * SLICE * 2 + (kk % 4) * 32) >> 4;   // slice, then 16 columns
+                wgmma_m64n32k16_ss<0>(s, desc_q + off, desc_k + off, kk > 0);
             }
             wgmma_commit();
+            if (tma && threadIdx.x == 0 && it + 1 < num_tiles) {
+                issue_k_tma(p, pages, sm.k[1 - stage], &sm.k_full[1 - stage], g, t0 + BLOCK_N, load_end);
+                if (it + 2 < num_tiles) fetch_pages(p, pages, b, t0 + 2 * BLOCK_N, load_end);
+            }
             wgmma_wait<0>();
             reg_fence(s);
 
@@ -271,8 +301,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90(const _
             wgmma_fence();
 #pragma unroll
             for (int kt = 0; kt < BLOCK_N / 16; ++kt) {
-                wgmma_m64n256k16_ss<1>(o, smem_desc(sm.p + kt * 16, 16, 1024),
-                                       smem_desc(sk + 4 * wg * SLICE + kt * 16 * 64, V_LBO, V_SBO), 1);
+                // p: 16 columns (32 bytes) a step; v: 16 tokens (16 rows of 128 bytes) a step.
+                wgmma_m64n256k16_ss<1>(o, desc_p + kt * 2, desc_v + kt * 128, 1);
             }
             wgmma_commit();
             wgmma_wait<0>();

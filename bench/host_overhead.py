@@ -37,6 +37,21 @@ def main(n=300):
     prof.disable()
     cp.cuda.Device().synchronize()
     pstats.Stats(prof).sort_stats("tottime").print_stats(18)
+    try:
+        import torch
+    except ImportError:
+        return
+    t = {k: torch.from_dlpack(v) for k, v in inp.items()}
+    tmeta, tsplits = cupymla.get_mla_metadata(t["cache_seqlens"], 128, 1)
+    targs = (t["q"], t["k_cache"], t["block_table"], t["cache_seqlens"], 512, tmeta, tsplits)
+    for _ in range(20):
+        cupymla.flash_mla_with_kvcache(*targs)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(n):
+        cupymla.flash_mla_with_kvcache(*targs)
+    print(f"host time per call, torch tensors: {(time.perf_counter() - start) / n * 1e6:.1f} us")
+    torch.cuda.synchronize()
 
 
 if __name__ == "__main__":

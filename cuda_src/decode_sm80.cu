@@ -63,6 +63,7 @@ struct Smem {
     elem_t q[BLOCK_M * ROW];
     elem_t k[STAGES][BLOCK_N * ROW];
     float s[BLOCK_M * SROW];
+    const elem_t* row_src[2][BLOCK_N];      // cache row of each token of the next tiles (null: zeros)
 };
 
 // Copy the query rows [m0, m0 + BLOCK_M) of sequence b, kv head g into shared memory.
@@ -79,25 +80,31 @@ __device__ __forceinline__ void load_q(const DecodeParams& p, elem_t* sq, int b,
     }
 }
 
-// Copy tokens [t0, t0 + BLOCK_N) of sequence b, kv head g; tokens at or past `stop` become
-// zeros without touching their page (block-table entries past the sequence may be garbage).
-__device__ __forceinline__ void load_k(const DecodeParams& p, elem_t* sk, int b, int g, int t0, int stop) {
-    const elem_t* k = static_cast<const elem_t*>(p.k_cache);
-    const int* bt = p.block_table + b * p.bt_stride_b;
-    const int page_mask = (1 << p.page_shift) - 1;
+// Where each token of [t0, t0 + BLOCK_N) of sequence b, kv head g lives: one block-table read
+// and one address per token (not per 16-byte piece), written by the first BLOCK_N threads.
+// Tokens at or past `stop` get null and become zeros without touching their page (block-table
+// entries past the sequence may be garbage); so does a page number outside the cache, which
+// validation cannot see (page numbers live on the GPU).
+__device__ __forceinline__ void find_rows(const DecodeParams& p, const elem_t** row_src, int b, int g, int t0, int stop) {
+    const int r = threadIdx.x;
+    if (r >= BLOCK_N) return;
+    const int t = t0 + r;
+    const elem_t* src = nullptr;
+    if (t < stop && (t >> p.page_shift) < p.max_blocks) {
+        const long long page = p.block_table[b * p.bt_stride_b + (t >> p.page_shift)];
+        if (page >= 0 && page < p.num_pages)
+            src = static_cast<const elem_t*>(p.k_cache) + page * p.k_stride_page +
+                  (t & ((1 << p.page_shift) - 1)) * p.k_stride_row + g * p.k_stride_head;
+    }
+    row_src[r] = src;
+}
+
+// Copy a tile whose rows find_rows() located (visible to every thread: a barrier in between).
+__device__ __forceinline__ void load_k(const DecodeParams& p, elem_t* sk, const elem_t* const* row_src) {
     for (int c = threadIdx.x; c < BLOCK_N * CHUNKS; c += THREADS) {
         const int r = c / CHUNKS, col = (c % CHUNKS) * 8;
-        const int t = t0 + r;
-        bool valid = t < stop && (t >> p.page_shift) < p.max_blocks;
-        const elem_t* src = k;
-        if (valid) {
-            // Validation cannot see page numbers (they live on the GPU); a bad one reads as zeros
-            // rather than faulting.
-            const long long page = bt[t >> p.page_shift];
-            valid = page >= 0 && page < p.num_pages;
-            if (valid) src = k + page * p.k_stride_page + (t & page_mask) * p.k_stride_row + g * p.k_stride_head + col;
-        }
-        cp_async16(sk + r * ROW + col, src, valid);
+        const elem_t* src = row_src[r];
+        cp_async16(sk + r * ROW + col, src ? src + col : static_cast<const elem_t*>(p.k_cache), src != nullptr);
     }
 }
 
@@ -155,9 +162,13 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm80(const D
         float row_max[2] = {-inf_f(), -inf_f()};   // in log2 units, scale applied
         float row_sum[2] = {0.f, 0.f};             // this thread's share; quad-reduced at the end
 
-        __syncthreads();  // the previous sequence's warps are done with q, k and s
+        __syncthreads();  // the previous sequence's warps are done with q, k, s and row_src
+        // Rows of tile t are located into row_src[t % 2] one tile before they are fetched.
+        find_rows(p, sm.row_src[0], b, g, start, stop);
+        find_rows(p, sm.row_src[1], b, g, start + BLOCK_N, stop);
+        __syncthreads();
         load_q(p, sm.q, b, g, m0);
-        if (num_tiles > 0) load_k(p, sm.k[0], b, g, start, stop);
+        if (num_tiles > 0) load_k(p, sm.k[0], sm.row_src[0]);
         cp_async_commit();
 
         for (int it = 0; it < num_tiles; ++it) {
@@ -166,19 +177,21 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm80(const D
             if (STAGES == 2) {
                 cp_async_wait<0>();
                 __syncthreads();  // tile `it` landed; every warp left tile it-1's buffer and scores
-                if (it + 1 < num_tiles) load_k(p, sm.k[(it + 1) % 2], b, g, t0 + BLOCK_N, stop);
+                if (it + 1 < num_tiles) load_k(p, sm.k[(it + 1) % 2], sm.row_src[(it + 1) % 2]);
                 cp_async_commit();
                 sk = sm.k[it % 2];
             } else {
                 if (it > 0) {
                     __syncthreads();  // every warp left tile it-1
-                    load_k(p, sm.k[0], b, g, t0, stop);
+                    load_k(p, sm.k[0], sm.row_src[it % 2]);
                     cp_async_commit();
                 }
                 cp_async_wait<0>();
                 __syncthreads();
                 sk = sm.k[0];
             }
+            // row_src[it % 2] was read (by every thread, before the barrier above): locate tile it+2.
+            if (it + 2 < num_tiles) find_rows(p, sm.row_src[it % 2], b, g, t0 + 2 * BLOCK_N, stop);
 
             // Scores of rows wm*16.. for tokens wn*TN .. +TN, two k16 steps per pass.
             float acc[TN / 8][4];

@@ -87,8 +87,10 @@ class DecodeConfig:
             # + two mbarriers, padded to its 1024-byte alignment, + 1 KB to align its start.
             raw = 3 * 64 * self.head_dim * 2 + 64 * 64 * 2 + 4 * 64 * 4 + 2 * 8
             return -(-raw // 1024) * 1024 + 1024
+        # struct Smem of decode_sm80.cu: q, k stages, fp32 scores, two tiles of row addresses.
         row = (self.head_dim + 8) * 2
-        return (self.block_m + self.stages * self.block_n) * row + self.block_m * (self.block_n + 4) * 4
+        return ((self.block_m + self.stages * self.block_n) * row + self.block_m * (self.block_n + 4) * 4
+                + 2 * self.block_n * 8)
 
     def defines(self) -> dict[str, int]:
         if self.path == "sm90":

@@ -140,15 +140,31 @@ def test_decode_config(cc, rows):
             assert ctas_per_sm(cfg, smem_optin(cc) + 1024, regs) >= 1
 
 
-def test_smem_formula():
-    cfg = DecodeConfig(64, 2, 32, 2)
-    # Q tile + STAGES K tiles of (576 + 8) bf16 each row, + fp32 scores padded by 4
-    assert cfg.smem_bytes == (64 + 2 * 32) * 584 * 2 + 64 * 36 * 4
+@pytest.mark.parametrize("cfg", [DecodeConfig(64, 2, 32, 2), DecodeConfig(16, 4, 32, 2), DecodeConfig(32, 4, 32, 1),
+                                 DecodeConfig(64, 2, 16, 1, 512), DecodeConfig(64, 2, 64, 2, 576, "sm90"),
+                                 DecodeConfig(64, 2, 64, 2, 512, "sm90")], ids=str)
+def test_smem_bytes_cover_the_kernels_struct(cfg):
+    """The host's window size must hold the kernel's `struct Smem` (checked by NVRTC itself);
+    the sm90 kernel also needs up to 1 KB to align it to 1024 bytes."""
+    from cupy.cuda import nvrtc
+    slack = 1024 if cfg.path == "sm90" else 0
+    src = (f'#include "{cfg.file}"\n'
+           f"static_assert(sizeof(Smem) + {slack} <= {cfg.smem_bytes}, \"window too small\");\n"
+           f"static_assert(sizeof(Smem) + {slack} + 1024 > {cfg.smem_bytes}, \"window wastes over 1 KB\");\n")
+    defines = [f"-D{k}={v}" for k, v in {"MLA_FP16": 0, **cfg.defines()}.items()]
+    prog = nvrtc.createProgram(src, "smem_check.cu", [], [])
+    try:
+        nvrtc.compileProgram(prog, ["-arch=sm_90a", "--std=c++17", f"-I{kernels.cuda_src_dir()}",
+                                    "-default-device", *defines])
+    except Exception:  # noqa: BLE001 - show NVRTC's log, which names the failed assertion
+        pytest.fail(nvrtc.getProgramLog(prog))
+    finally:
+        nvrtc.destroyProgram(prog)
 
 
 def test_ctas_per_sm():
-    cfg = DecodeConfig(16, 4, 32, 2)            # 128 threads, 95744 bytes
-    assert cfg.smem_bytes == 95744
+    cfg = DecodeConfig(16, 4, 32, 2)            # 128 threads, ~94 KB (see test_smem_bytes_cover_the_kernels_struct)
+    assert 90 * 1024 < cfg.smem_bytes < 114 * 1024
     assert ctas_per_sm(cfg, 228 * 1024, 128) == 2           # smem-bound
     assert ctas_per_sm(cfg, 228 * 1024, 255) == 2           # 256 regs * 128 threads: 2 by registers too
     assert ctas_per_sm(DecodeConfig(64, 2, 32, 2), 228 * 1024, 255) == 1

@@ -119,6 +119,7 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v,
         validate.check_rows_16b(kc, "k_cache")
     shape = plan.shape
     b, s_q, h_q, h_kv, rows, device_id = shape.batch, shape.s_q, shape.h_q, shape.h_kv, shape.rows, shape.device
+    fw = arrays.framework_of(q)
     stream = arrays.stream_for(q, device_id)
 
     # The schedule: given (classic convention), or lazily made (current convention).
@@ -142,7 +143,6 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v,
         validate.check_schedule(sched, splits, shape, plan.num_parts)
 
     # Outputs, in q's framework unless the caller brought buffers.
-    fw = arrays.framework_of(q)
     if out is None:
         out_obj, out_v = arrays.empty_like_framework(q, (b, s_q, h_q, HEAD_DIM_V), shape.dtype, device_id)
     else:
@@ -161,7 +161,7 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v,
     box_rows = plan.box_rows if k_map is not None else 0
 
     with arrays.on_device(device_id):
-        o_accum, lse_accum = plan.scratch(stream)
+        o_accum, lse_accum = plan.scratch(stream, q)
         os_ = validate.elem_strides(out_v)
         ptrs = (qc.data.ptr, kc.data.ptr, bt.data.ptr, sl.data.ptr, sched.data.ptr, splits.data.ptr,
                 out_v.data.ptr, lse_v.data.ptr, o_accum.data.ptr, lse_accum.data.ptr)
@@ -215,13 +215,16 @@ class _DecodePlan:
         self.combine_params = params.Prepacked(params.COMBINE_PARAMS, 5, **common)
         self._scratch = {}
 
-    def scratch(self, stream):
+    def scratch(self, stream, like):
+        """Split-KV buffers for work on `stream`, allocated by the framework of `like` (torch's
+        allocator is the one that works inside a torch CUDA-graph capture)."""
         found = self._scratch.get(stream.ptr)
         if found is None:
-            cp = arrays.cupy_module()
-            shape = self.shape
+            shape, f32 = self.shape, np.dtype(np.float32)
             with stream:
-                found = (cp.empty((2 * self.num_parts, shape.h_kv, shape.rows, HEAD_DIM_V), dtype=np.float32),
-                         cp.empty((2 * self.num_parts, shape.h_kv, shape.rows), dtype=np.float32))
+                found = (arrays.empty_like_framework(like, (2 * self.num_parts, shape.h_kv, shape.rows, HEAD_DIM_V),
+                                                     f32, shape.device),
+                         arrays.empty_like_framework(like, (2 * self.num_parts, shape.h_kv, shape.rows), f32,
+                                                     shape.device))
             self._scratch[stream.ptr] = found
-        return found
+        return found[0][1], found[1][1]

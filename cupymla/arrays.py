@@ -123,8 +123,16 @@ def _torch_dtype(tdt):
     return found
 
 
+_cupy_ndarray = None
+
+
 def view(x, name: str):
     """``x``'s GPU metadata and pointer: the CuPy array itself, a TorchView, or a DLPack view."""
+    global _cupy_ndarray
+    if _cupy_ndarray is None:
+        _cupy_ndarray = cupy_module().ndarray
+    if type(x) is _cupy_ndarray:   # the common case first: this runs 4-8 times per call
+        return x
     if framework_of(x) == "torch" and hasattr(x, "data_ptr"):
         if not x.is_cuda:
             raise TypeError(f"{name}: expected a tensor on a CUDA GPU, got one on {x.device}")
@@ -153,7 +161,7 @@ def stream_for(x, device_id: int):
 
 
 def empty_like_framework(like, shape, dtype: np.dtype, device_id: int):
-    """Allocate in the framework of ``like``; return (framework object, CuPy view of it)."""
+    """Allocate in the framework of ``like``; return (framework object, a view with .data.ptr)."""
     cp = cupy_module()
     fw = framework_of(like)
     if fw == "torch":
@@ -162,7 +170,7 @@ def empty_like_framework(like, shape, dtype: np.dtype, device_id: int):
                np.dtype(np.int32): torch.int32}[np.dtype(dtype)]
         t = torch.empty(shape, dtype=tdt, device=torch.device("cuda", device_id))
         return t, TorchView(t)
-    with cp.cuda.Device(device_id):
+    with on_device(device_id):
         a = cp.empty(shape, dtype=dtype)
     return a, a
 

@@ -170,7 +170,8 @@ def test_metadata_kernel_matches_numpy_twin():
     import cupy as cp
     rng = np.random.default_rng(12)
     for trial in range(60):
-        b = int(rng.integers(1, 300))
+        # Mostly batches the kernel stages in shared memory, some past it (> 3072 sequences).
+        b = int(rng.integers(1, 300)) if trial % 10 else int(rng.integers(3000, 5000))
         lens = rng.integers(0, 20000, size=b).astype(np.int32)
         if trial % 3 == 0:
             lens[rng.random(b) < 0.5] = 0

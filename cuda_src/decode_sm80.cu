@@ -17,6 +17,7 @@
 //   MLA_WARPS_N, MLA_BLOCK_N, MLA_STAGES (1 or 2).
 #include "common/params.cuh"
 #include "common/ptx.cuh"
+#include "common/epilogue.cuh"
 
 #ifndef MLA_HEAD_DIM
 #define MLA_HEAD_DIM 576
@@ -292,25 +293,12 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm80(const D
             l += __shfl_xor_sync(0xffffffffu, l, 2);
             const int row = row_of[i];
             if (row >= p.rows) continue;
-            const float inv = l > 0.f ? 1.f / l : 0.f;
-            // Natural-log LSE. No visible key: +inf for a final result (FlashMLA's convention),
-            // -inf for a piece so that combine gives it zero weight.
-            const float lse = l > 0.f ? (row_max[i] + __log2f(l)) * 0.6931471805599453f
-                                      : (whole ? inf_f() : -inf_f());
-            const int s = row / p.heads_per_kv, h = g * p.heads_per_kv + row % p.heads_per_kv;
-            if (whole) {
-                u32* dst = reinterpret_cast<u32*>(static_cast<elem_t*>(p.out) + b * p.o_stride_b +
-                                                  s * p.o_stride_s + h * p.o_stride_h + wn * COLS + 2 * tq);
+            float inv, lse;
+            finish_row(row_max[i], l, whole, inv, lse);
+            const RowOut d = row_out(p, b, g, row, whole, slot, wn * COLS + 2 * tq);
 #pragma unroll
-                for (int j = 0; j < COLS / 8; ++j) dst[j * 4] = pack2(o[j][2 * i] * inv, o[j][2 * i + 1] * inv);
-                if (wn == 0 && tq == 0) p.lse[((long long)b * p.h_q + h) * p.s_q + s] = lse;
-            } else {
-                const long long r = ((long long)slot * p.h_kv + g) * p.rows + row;
-                float2* dst = reinterpret_cast<float2*>(p.o_accum + r * DV + wn * COLS + 2 * tq);
-#pragma unroll
-                for (int j = 0; j < COLS / 8; ++j) dst[j * 4] = make_float2(o[j][2 * i] * inv, o[j][2 * i + 1] * inv);
-                if (wn == 0 && tq == 0) p.lse_accum[r] = lse;
-            }
+            for (int j = 0; j < COLS / 8; ++j) store_pair(d, j, o[j][2 * i] * inv, o[j][2 * i + 1] * inv);
+            if (wn == 0 && tq == 0) *d.lse = lse;
         }
     }
 }

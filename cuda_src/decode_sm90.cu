@@ -21,6 +21,7 @@
 #include "common/params.cuh"
 #include "common/ptx.cuh"
 #include "common/sm90.cuh"
+#include "common/epilogue.cuh"
 
 #ifndef MLA_HEAD_DIM
 #define MLA_HEAD_DIM 576
@@ -328,23 +329,12 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90(const _
             const float l = sm.row_sum[0][row_of[h]] + sm.row_sum[1][row_of[h]];
             const int row = m0 + row_of[h];
             if (row >= p.rows) continue;
-            const float inv = l > 0.f ? 1.f / l : 0.f;
-            const float lse = l > 0.f ? (row_max[h] + __log2f(l)) * 0.6931471805599453f
-                                      : (whole ? inf_f() : -inf_f());
-            const int s = row / p.heads_per_kv, hd = g * p.heads_per_kv + row % p.heads_per_kv;
-            if (whole) {
-                u32* dst = reinterpret_cast<u32*>(static_cast<elem_t*>(p.out) + b * p.o_stride_b +
-                                                  s * p.o_stride_s + hd * p.o_stride_h + 256 * wg + 2 * tq);
+            float inv, lse;
+            finish_row(row_max[h], l, whole, inv, lse);
+            const RowOut d = row_out(p, b, g, row, whole, slot, 256 * wg + 2 * tq);
 #pragma unroll
-                for (int j = 0; j < 32; ++j) dst[j * 4] = pack2(o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
-                if (wg == 0 && tq == 0) p.lse[((long long)b * p.h_q + hd) * p.s_q + s] = lse;
-            } else {
-                const long long r = ((long long)slot * p.h_kv + g) * p.rows + row;
-                float2* dst = reinterpret_cast<float2*>(p.o_accum + r * DV + 256 * wg + 2 * tq);
-#pragma unroll
-                for (int j = 0; j < 32; ++j) dst[j * 4] = make_float2(o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
-                if (wg == 0 && tq == 0) p.lse_accum[r] = lse;
-            }
+            for (int j = 0; j < 32; ++j) store_pair(d, j, o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
+            if (wg == 0 && tq == 0) *d.lse = lse;
         }
     }
 }

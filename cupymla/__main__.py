@@ -139,12 +139,7 @@ def cmd_info(argv) -> int:
 
 
 def cmd_compile(argv) -> int:
-    try:
-        from cupymla.kernels import compile_cli
-    except (ImportError, AttributeError) as e:
-        print(f"'compile' is not available: cupymla.kernels.compile_cli could not be imported "
-              f"({type(e).__name__}: {e})", file=sys.stderr)
-        return 2
+    from cupymla.kernels import compile_cli
     return compile_cli(argv)
 
 
@@ -154,12 +149,7 @@ def cmd_bench(argv) -> int:
 
 
 def cmd_check(argv) -> int:
-    try:
-        from cupymla.selfcheck import main
-    except (ImportError, AttributeError) as e:
-        print(f"'check' is not available: cupymla.selfcheck.main could not be imported "
-              f"({type(e).__name__}: {e})", file=sys.stderr)
-        return 2
+    from cupymla.selfcheck import main
     return main(argv)
 
 

@@ -41,11 +41,9 @@ def main():
     code = ("import time; t=time.perf_counter(); from cupymla import kernels; "
             "kernels.get_function(0, 'metadata.cu'); "
             "cfg = kernels.decode_config(16, kernels.device_info(0)['cc']); "
-            "kernels.get_function(0, 'decode_sm80.cu', {'MLA_FP16': 0, **cfg.defines()}, cfg.smem_bytes); "
+            "kernels.get_function(0, cfg.file, {'MLA_FP16': 0, **cfg.defines()}, cfg.smem_bytes); "
             "kernels.get_function(0, 'combine.cu', {'MLA_FP16': 0}); "
             "print(f'{(time.perf_counter()-t)*1e3:.1f}')")
-    t_import = subprocess.run([sys.executable, "-c", "import cupy; cupy.cuda.runtime.getDeviceCount()"],
-                              capture_output=True, text=True)
     ms = subprocess.run([sys.executable, "-c", "import cupy; cupy.cuda.Device(0).use(); " + code],
                         capture_output=True, text=True, env=dict(os.environ))
     print(f"new process, warm cache: 3 kernels loaded in {ms.stdout.strip()} ms (after cupy import) {ms.stderr[-500:]}")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import cupymla
-from cupymla import reference, scheduler
+from cupymla import scheduler
 from tests.gpu_cases import check_against_reference, make_inputs, seqlens_for
 
 pytestmark = pytest.mark.gpu

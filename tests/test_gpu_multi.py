@@ -85,6 +85,6 @@ def test_two_threads_two_gpus_concurrently():
     for device, outs in results.items():
         with cp.cuda.Device(device):
             check_against_reference(inputs[device], *outs[-1], causal=True)
-            for out, lse in outs:
+            for out, _ in outs:
                 assert out.device.id == device
                 assert (out.view(np.uint16) == outs[0][0].view(np.uint16)).all()

@@ -72,7 +72,7 @@ def check_schedule(seqlens, num_parts):
     payload = -(-total // num_parts) + FIXED_OVERHEAD
     cost = [0] * num_parts
     busy = [False] * num_parts
-    for part, b, split, start, stop in ps:
+    for part, _, _, start, stop in ps:
         cost[part] += blocks(stop) - start // BLOCK_N + FIXED_OVERHEAD
         busy[part] = True
     assert max(cost) <= payload, (cost, payload)

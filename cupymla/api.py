@@ -8,6 +8,8 @@ so a decode step can be captured in a CUDA graph.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from . import arrays, kernels, params, tma, validate
@@ -111,9 +113,10 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v,
     if plan is None:
         shape, scale = validate.check_decode(qc, kc, bt, sl, head_dim_v, softmax_scale, causal)
         plan = _DecodePlan(shape, scale, bool(causal), qc, kc, bt)
-        _PLANS[key] = plan
-        if len(_PLANS) > _MAX_PLANS:
-            _PLANS.pop(next(iter(_PLANS)))
+        with _plans_lock:   # serving engines call from one thread per GPU
+            _PLANS[key] = plan
+            if len(_PLANS) > _MAX_PLANS:
+                _PLANS.pop(next(iter(_PLANS)))
     else:
         validate.check_rows_16b(qc, "q")          # a new pointer may be misaligned
         validate.check_rows_16b(kc, "k_cache")
@@ -186,6 +189,7 @@ def _signature(v):
 
 _PLANS: dict = {}
 _MAX_PLANS = 64
+_plans_lock = threading.Lock()
 
 
 class _DecodePlan:
@@ -217,7 +221,8 @@ class _DecodePlan:
 
     def scratch(self, stream, like):
         """Split-KV buffers for work on `stream`, allocated by the framework of `like` (torch's
-        allocator is the one that works inside a torch CUDA-graph capture)."""
+        allocator is the one that works inside a torch CUDA-graph capture). Keyed by stream:
+        work on one stream runs in order, so calls on it can share them."""
         found = self._scratch.get(stream.ptr)
         if found is None:
             shape, f32 = self.shape, np.dtype(np.float32)

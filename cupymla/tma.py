@@ -9,11 +9,13 @@ A map is a 128-byte value tied to one k_cache allocation and layout, so maps are
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 
 from .arrays import BF16
 
 _CACHE: OrderedDict = OrderedDict()
+_LOCK = threading.Lock()
 _CACHE_SIZE = 256          # maps kept; one per layer's cache in a typical engine
 ZERO_MAP = [0] * 16
 
@@ -29,15 +31,17 @@ def k_cache_map(k_cache, box_rows: int):
     box (64, 1, box_rows, 1), 128-byte swizzle; None if it cannot be made."""
     key = (k_cache.data.ptr, tuple(k_cache.shape), tuple(k_cache.strides), k_cache.dtype.str, box_rows,
            k_cache.device.id)
-    found = _CACHE.get(key)
-    if found is not None:
-        _CACHE.move_to_end(key)
-        return found
+    with _LOCK:   # one thread per GPU may call at once
+        found = _CACHE.get(key)
+        if found is not None:
+            _CACHE.move_to_end(key)
+            return found
     made = _encode(k_cache, box_rows)
     if made is not None:
-        _CACHE[key] = made
-        if len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
+        with _LOCK:
+            _CACHE[key] = made
+            if len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
     return made
 
 

@@ -88,3 +88,33 @@ def test_two_threads_two_gpus_concurrently():
             for out, _ in outs:
                 assert out.device.id == device
                 assert (out.view(np.uint16) == outs[0][0].view(np.uint16)).all()
+
+
+def test_threads_on_one_gpu_with_their_own_streams():
+    """Caches (plans, scratch per stream, tensor maps) shared by threads that decode at once."""
+    import cupy as cp
+    inputs = [_inputs_on(0, seed=200 + i, b=8, h_q=64) for i in range(4)]
+    results, errors = {}, []
+    start = threading.Barrier(4)
+
+    def worker(i):
+        try:
+            stream = cp.cuda.Stream(non_blocking=True)
+            with stream:
+                start.wait()
+                outs = [_decode(inputs[i], 2, 64, causal=True) for _ in range(10)]
+                stream.synchronize()
+            results[i] = outs
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append((i, exc))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for i, outs in results.items():
+        check_against_reference(inputs[i], *outs[-1], causal=True)
+        for out, _ in outs:
+            assert (out.view(np.uint16) == outs[0][0].view(np.uint16)).all()

@@ -37,11 +37,16 @@ class MLAMetadata:
 # --------------------------------------------------------------------------- helpers
 
 def _plan(device_id: int, rows: int, h_kv: int, head_dim: int = 576):
-    """Tile shape and number of scheduler parts for this device and head layout."""
+    """Tile shape and number of scheduler parts for this device and head layout.
+
+    The part count comes from the d = 576 variant whatever ``head_dim`` is: get_mla_metadata
+    cannot know the head dim, and its schedule must fit the decode call that uses it.
+    """
     info = kernels.device_info(device_id)
     cfg = kernels.decode_config(rows, info["cc"], head_dim)
-    fn = kernels.get_function(device_id, cfg.file, {"MLA_FP16": 0, **cfg.defines()}, cfg.smem_bytes)
-    per_sm = kernels.ctas_per_sm(cfg, info["smem_per_sm"], fn.num_regs)
+    sizing = kernels.decode_config(rows, info["cc"], 576)
+    fn = kernels.get_function(device_id, sizing.file, {"MLA_FP16": 0, **sizing.defines()}, sizing.smem_bytes)
+    per_sm = kernels.ctas_per_sm(sizing, info["smem_per_sm"], fn.num_regs)
     m_tiles = -(-rows // cfg.block_m)
     num_parts = max(info["sms"] * per_sm // (h_kv * m_tiles), 1)
     return cfg, m_tiles, num_parts

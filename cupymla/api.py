@@ -163,9 +163,12 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v,
         validate.check_lse(lse_v, shape)
 
     # The Hopper kernel loads the cache with the copy engine when a tensor map can be made.
+    decode, cfg, m_tiles = plan.decode, plan.cfg, plan.m_tiles
     k_map = tma.ZERO_MAP
     if plan.box_rows:
         k_map = tma.k_cache_map(kc, plan.box_rows)
+        if k_map is None:   # no cuda-bindings, or the driver refused this layout
+            decode, cfg, m_tiles = plan.portable()
     box_rows = plan.box_rows if k_map is not None else 0
 
     with arrays.on_device(device_id):
@@ -175,12 +178,11 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v,
                 out_v.data.ptr, lse_v.data.ptr, o_accum.data.ptr, lse_accum.data.ptr)
         p = plan.decode_params.fill(ptrs, o_stride_b=os_[0], o_stride_s=os_[1], o_stride_h=os_[2],
                                     k_box_rows=box_rows, k_map=k_map or tma.ZERO_MAP)
-        plan.decode((plan.m_tiles, h_kv, plan.num_parts), (plan.cfg.threads,), (p,),
-                    shared_mem=plan.cfg.smem_bytes, stream=stream)
+        decode((m_tiles, h_kv, plan.num_parts), (cfg.threads,), (p,), shared_mem=cfg.smem_bytes, stream=stream)
         pc = plan.combine_params.fill((o_accum.data.ptr, lse_accum.data.ptr, splits.data.ptr,
                                        out_v.data.ptr, lse_v.data.ptr),
                                       o_stride_b=os_[0], o_stride_s=os_[1], o_stride_h=os_[2])
-        plan.combine((-(-(h_kv * rows) // 4), b), (128,), (pc,), stream=stream)
+        plan.combine((h_kv * rows, b), (256,), (pc,), stream=stream)
 
     if fw == "jax":
         out_obj = arrays.to_framework(out_v, fw) if out is None else out_obj
@@ -205,11 +207,15 @@ class _DecodePlan:
     def __init__(self, shape, scale, causal, qc, kc, bt):
         self.shape = shape
         self.cfg, self.m_tiles, self.num_parts = _plan(shape.device, shape.rows, shape.h_kv, shape.head_dim)
-        fp16 = int(shape.dtype == FP16)
-        self.decode = kernels.get_function(shape.device, self.cfg.file, {"MLA_FP16": fp16, **self.cfg.defines()},
-                                           self.cfg.smem_bytes)
-        self.combine = kernels.get_function(shape.device, "combine.cu", {"MLA_FP16": fp16})
         self.box_rows = tma.box_rows_for(shape.page_size) if self.cfg.path == "sm90" else 0
+        self._portable = None
+        if self.cfg.path == "sm90" and not self.box_rows:
+            # The Hopper kernel loads the cache through the copy engine only; page size 1 would
+            # need 64 copies per tile slice, so it takes the portable kernel (same schedule).
+            self.decode, self.cfg, self.m_tiles = self.portable()
+        else:
+            self.decode = self._function(self.cfg)
+        self.combine = kernels.get_function(shape.device, "combine.cu", {"MLA_FP16": int(shape.dtype == FP16)})
         qs, ks = validate.elem_strides(qc), validate.elem_strides(kc)
         common = dict(batch=shape.batch, s_q=shape.s_q, h_q=shape.h_q, h_kv=shape.h_kv,
                       heads_per_kv=shape.h_q // shape.h_kv, rows=shape.rows,
@@ -223,6 +229,20 @@ class _DecodePlan:
             scale_log2=scale * _LOG2E, k_box_rows=0, k_map=tma.ZERO_MAP, **common)
         self.combine_params = params.Prepacked(params.COMBINE_PARAMS, 5, **common)
         self._scratch = {}
+
+    def _function(self, cfg):
+        fp16 = int(self.shape.dtype == FP16)
+        return kernels.get_function(self.shape.device, cfg.file, {"MLA_FP16": fp16, **cfg.defines()}, cfg.smem_bytes)
+
+    def portable(self):
+        """The portable kernel for this layout, as (function, config, m tiles), for when the Hopper
+        kernel cannot run. It keeps num_parts: the schedule was made for the Hopper kernel, and the
+        decode kernels accept any part count."""
+        if self._portable is None:
+            shape = self.shape
+            cfg = kernels.decode_config(shape.rows, kernels.device_info(shape.device)["cc"], shape.head_dim, "sm80")
+            self._portable = (self._function(cfg), cfg, -(-shape.rows // cfg.block_m))
+        return self._portable
 
     def scratch(self, stream, like):
         """Split-KV buffers for work on `stream`, allocated by the framework of `like` (torch's

@@ -12,11 +12,12 @@ import threading
 
 import numpy as np
 
-from . import arrays, kernels, params, tma, validate
+from . import arrays, kernels, launch, params, tma, validate
 from .arrays import FP16
 from .validate import HEAD_DIM_V, METADATA_COLS
 
 _LOG2E = 1.4426950408889634
+_F32 = np.dtype(np.float32)
 
 
 class MLAMetadata:
@@ -111,27 +112,39 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v,
     kc = arrays.view(k_cache, "k_cache")
     bt = arrays.view(block_table, "block_table")
     sl = arrays.view(cache_seqlens, "cache_seqlens")
-    # Everything validation looks at but the pointers; a hit means these inputs passed before.
-    key = (_signature(qc), _signature(kc), _signature(bt), _signature(sl), head_dim_v, softmax_scale,
+    classic = not isinstance(tile_scheduler_metadata, MLAMetadata)
+    if classic:
+        if tile_scheduler_metadata is None or num_splits is None:
+            raise TypeError("tile_scheduler_metadata: expected the pair from get_mla_metadata(...), "
+                            "or an MLAMetadata from get_mla_metadata() with num_splits None")
+        sched = arrays.view(tile_scheduler_metadata, "tile_scheduler_metadata")
+        splits = arrays.view(num_splits, "num_splits")
+        sched_sig = (_signature(sched), _signature(splits))
+    else:
+        sched_sig = None
+    # Everything validation looks at but the pointers: a hit means these inputs passed before.
+    key = (_signature(qc), _signature(kc), _signature(bt), _signature(sl), sched_sig, head_dim_v, softmax_scale,
            causal, type(softmax_scale), type(causal), type(head_dim_v))
     plan = _PLANS.get(key)
     if plan is None:
         shape, scale = validate.check_decode(qc, kc, bt, sl, head_dim_v, softmax_scale, causal)
         plan = _DecodePlan(shape, scale, bool(causal), qc, kc, bt)
+        if classic:
+            validate.check_schedule(sched, splits, shape, plan.num_parts)
         with _plans_lock:   # serving engines call from one thread per GPU
             _PLANS[key] = plan
             if len(_PLANS) > _MAX_PLANS:
                 _PLANS.pop(next(iter(_PLANS)))
-    else:
-        validate.check_rows_16b(qc, "q")          # a new pointer may be misaligned
+    elif qc.data.ptr % 16 or kc.data.ptr % 16:   # only a new pointer can be misaligned now
+        validate.check_rows_16b(qc, "q")
         validate.check_rows_16b(kc, "k_cache")
     shape = plan.shape
     b, s_q, h_q, h_kv, rows, device_id = shape.batch, shape.s_q, shape.h_q, shape.h_kv, shape.rows, shape.device
     fw = arrays.framework_of(q)
     stream = arrays.stream_for(q, device_id)
 
-    # The schedule: given (classic convention), or lazily made (current convention).
-    if isinstance(tile_scheduler_metadata, MLAMetadata):
+    # The schedule of the current convention: made by the first call that gets it.
+    if not classic:
         meta = tile_scheduler_metadata
         meta_key = (device_id, b, rows, h_kv)
         if meta.key is None:
@@ -142,47 +155,39 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v,
             raise ValueError(f"tile_scheduler_metadata: made for (device, batch, s_q*h_q/h_kv, h_kv) = {meta.key}, "
                              f"used with {meta_key}; use one MLAMetadata per shape")
         sched, splits = meta.tile_scheduler_metadata, meta.num_splits
-    else:
-        if tile_scheduler_metadata is None or num_splits is None:
-            raise TypeError("tile_scheduler_metadata: expected the pair from get_mla_metadata(...), "
-                            "or an MLAMetadata from get_mla_metadata() with num_splits None")
-        sched = arrays.view(tile_scheduler_metadata, "tile_scheduler_metadata")
-        splits = arrays.view(num_splits, "num_splits")
-        validate.check_schedule(sched, splits, shape, plan.num_parts)
 
-    # Outputs, in q's framework unless the caller brought buffers.
-    if out is None:
-        out_obj, out_v = arrays.empty_like_framework(q, (b, s_q, h_q, HEAD_DIM_V), shape.dtype, device_id)
-    else:
-        out_obj, out_v = out, arrays.view(out, "out")
-        validate.check_out(out_v, shape)
-    if lse is None:
-        lse_obj, lse_v = arrays.empty_like_framework(q, (b, h_q, s_q), np.dtype(np.float32), device_id)
-    else:
-        lse_obj, lse_v = lse, arrays.view(lse, "lse")
-        validate.check_lse(lse_v, shape)
-
-    # The Hopper kernel loads the cache with the copy engine when a tensor map can be made.
-    decode, cfg, m_tiles = plan.decode, plan.cfg, plan.m_tiles
-    k_map = tma.ZERO_MAP
-    if plan.box_rows:
-        k_map = tma.k_cache_map(kc, plan.box_rows)
+    # The Hopper kernel loads the cache with the copy engine: a tensor map per cache allocation.
+    decode, box_rows, k_map = plan.decode, plan.box_rows, tma.ZERO_MAP
+    if box_rows:
+        k_ptr, k_map = plan.last_k_map   # one (pointer, map) tuple: swapped whole, so thread-safe
+        if k_ptr != kc.data.ptr:
+            k_map = tma.k_cache_map(kc, box_rows)
+            plan.last_k_map = (kc.data.ptr, k_map)
         if k_map is None:   # no cuda-bindings, or the driver refused this layout
-            decode, cfg, m_tiles = plan.portable()
-    box_rows = plan.box_rows if k_map is not None else 0
+            decode, box_rows, k_map = plan.portable(), 0, tma.ZERO_MAP
 
     with arrays.on_device(device_id):
+        # Outputs, in q's framework unless the caller brought buffers.
+        if out is None:
+            out_obj, out_v = arrays.empty_like_framework(q, (b, s_q, h_q, HEAD_DIM_V), shape.dtype, device_id, True)
+            os_ = plan.out_strides
+        else:
+            out_obj, out_v = out, arrays.view(out, "out")
+            validate.check_out(out_v, shape)
+            os_ = validate.elem_strides(out_v)
+        if lse is None:
+            lse_obj, lse_v = arrays.empty_like_framework(q, (b, h_q, s_q), _F32, device_id, True)
+        else:
+            lse_obj, lse_v = lse, arrays.view(lse, "lse")
+            validate.check_lse(lse_v, shape)
+
         o_accum, lse_accum = plan.scratch(stream, q)
-        os_ = validate.elem_strides(out_v)
-        ptrs = (qc.data.ptr, kc.data.ptr, bt.data.ptr, sl.data.ptr, sched.data.ptr, splits.data.ptr,
-                out_v.data.ptr, lse_v.data.ptr, o_accum.data.ptr, lse_accum.data.ptr)
-        p = plan.decode_params.fill(ptrs, o_stride_b=os_[0], o_stride_s=os_[1], o_stride_h=os_[2],
-                                    k_box_rows=box_rows, k_map=k_map or tma.ZERO_MAP)
-        decode((m_tiles, h_kv, plan.num_parts), (cfg.threads,), (p,), shared_mem=cfg.smem_bytes, stream=stream)
-        pc = plan.combine_params.fill((o_accum.data.ptr, lse_accum.data.ptr, splits.data.ptr,
-                                       out_v.data.ptr, lse_v.data.ptr),
-                                      o_stride_b=os_[0], o_stride_s=os_[1], o_stride_h=os_[2])
-        plan.combine((h_kv * rows, b), (256,), (pc,), stream=stream)
+        out_ptr, lse_ptr, oa_ptr, la_ptr = out_v.data.ptr, lse_v.data.ptr, o_accum.data.ptr, lse_accum.data.ptr
+        decode(stream.ptr, (qc.data.ptr, kc.data.ptr, bt.data.ptr, sl.data.ptr, sched.data.ptr, splits.data.ptr,
+                            out_ptr, lse_ptr, oa_ptr, la_ptr),
+               o_stride_b=os_[0], o_stride_s=os_[1], o_stride_h=os_[2], k_box_rows=box_rows, k_map=k_map)
+        plan.combine(stream.ptr, (oa_ptr, la_ptr, splits.data.ptr, out_ptr, lse_ptr),
+                     o_stride_b=os_[0], o_stride_s=os_[1], o_stride_h=os_[2])
 
     if fw == "jax":
         out_obj = arrays.to_framework(out_v, fw) if out is None else out_obj
@@ -191,7 +196,7 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v,
 
 
 def _signature(v):
-    return (v.shape, v.strides, v.dtype, v.device.id)
+    return (v.shape, v.strides, v.dtype, v.data.device_id)
 
 
 _PLANS: dict = {}
@@ -209,13 +214,13 @@ class _DecodePlan:
         self.cfg, self.m_tiles, self.num_parts = _plan(shape.device, shape.rows, shape.h_kv, shape.head_dim)
         self.box_rows = tma.box_rows_for(shape.page_size) if self.cfg.path == "sm90" else 0
         self._portable = None
-        if self.cfg.path == "sm90" and not self.box_rows:
-            # The Hopper kernel loads the cache through the copy engine only; page size 1 would
-            # need 64 copies per tile slice, so it takes the portable kernel (same schedule).
-            self.decode, self.cfg, self.m_tiles = self.portable()
-        else:
-            self.decode = self._function(self.cfg)
-        self.combine = kernels.get_function(shape.device, "combine.cu", {"MLA_FP16": int(shape.dtype == FP16)})
+        # A sequence has about num_parts / batch pieces: many (a short batch split over every SM)
+        # take the wide combine, whose CTA's warps share one row's pieces (combine.cu).
+        wide = self.num_parts > 16 * shape.batch
+        combine = kernels.get_function(shape.device, "combine.cu",
+                                       {"MLA_FP16": int(shape.dtype == FP16), "MLA_COMBINE_WIDE": int(wide)})
+        tasks = shape.h_kv * shape.rows
+        combine_grid = ((tasks, shape.batch, 4), (256,)) if wide else ((-(-tasks // 4), shape.batch, 1), (128,))
         qs, ks = validate.elem_strides(qc), validate.elem_strides(kc)
         common = dict(batch=shape.batch, s_q=shape.s_q, h_q=shape.h_q, h_kv=shape.h_kv,
                       heads_per_kv=shape.h_q // shape.h_kv, rows=shape.rows,
@@ -228,20 +233,31 @@ class _DecodePlan:
             page_shift=shape.page_size.bit_length() - 1, num_parts=self.num_parts, causal=int(causal),
             scale_log2=scale * _LOG2E, k_box_rows=0, k_map=tma.ZERO_MAP, **common)
         self.combine_params = params.Prepacked(params.COMBINE_PARAMS, 5, **common)
+        if self.cfg.path == "sm90" and not self.box_rows:
+            # The Hopper kernel loads the cache through the copy engine only; page size 1 would
+            # need 64 copies per tile slice, so it takes the portable kernel (same schedule).
+            self.decode = self.portable()
+        else:
+            self.decode = self._launcher(self.cfg)
+        self.combine = launch.Launcher(combine, *combine_grid, 0, self.combine_params)
+        self.out_strides = (shape.s_q * shape.h_q * HEAD_DIM_V, shape.h_q * HEAD_DIM_V, HEAD_DIM_V)   # a new out
+        self.last_k_map = (None, None)   # (k_cache pointer, its tensor map)
         self._scratch = {}
 
-    def _function(self, cfg):
+    def _launcher(self, cfg):
         fp16 = int(self.shape.dtype == FP16)
-        return kernels.get_function(self.shape.device, cfg.file, {"MLA_FP16": fp16, **cfg.defines()}, cfg.smem_bytes)
+        fn = kernels.get_function(self.shape.device, cfg.file, {"MLA_FP16": fp16, **cfg.defines()}, cfg.smem_bytes)
+        grid = (-(-self.shape.rows // cfg.block_m), self.shape.h_kv, self.num_parts)
+        return launch.Launcher(fn, grid, (cfg.threads,), cfg.smem_bytes, self.decode_params)
 
     def portable(self):
-        """The portable kernel for this layout, as (function, config, m tiles), for when the Hopper
-        kernel cannot run. It keeps num_parts: the schedule was made for the Hopper kernel, and the
-        decode kernels accept any part count."""
+        """The portable kernel's launcher for this layout, for when the Hopper kernel cannot run.
+        It keeps num_parts: the schedule was made for the Hopper kernel, and the decode kernels
+        accept any part count."""
         if self._portable is None:
             shape = self.shape
             cfg = kernels.decode_config(shape.rows, kernels.device_info(shape.device)["cc"], shape.head_dim, "sm80")
-            self._portable = (self._function(cfg), cfg, -(-shape.rows // cfg.block_m))
+            self._portable = self._launcher(cfg)
         return self._portable
 
     def scratch(self, stream, like):

@@ -22,25 +22,40 @@ FP16 = np.dtype(np.float16)
 _DL_CUDA, _DL_CUDA_MANAGED, _DL_CPU, _DL_CUDA_HOST = 2, 13, 1, 3
 
 
+_cupy = None
+
+
 def cupy_module():
-    try:
-        import cupy
-    except ImportError as exc:
-        raise RuntimeError("cupymla needs CuPy for GPU work: pip install 'cupymla[cuda12]' "
-                           "(or [cuda13]); the NumPy oracle cupymla.reference needs no GPU") from exc
-    return cupy
+    global _cupy
+    if _cupy is None:   # a decode call asks several times: import once
+        try:
+            import cupy
+        except ImportError as exc:
+            raise RuntimeError("cupymla needs CuPy for GPU work: pip install 'cupymla[cuda12]' "
+                               "(or [cuda13]); the NumPy oracle cupymla.reference needs no GPU") from exc
+        _cupy = cupy
+    return _cupy
+
+
+_FRAMEWORKS: dict = {}
 
 
 def framework_of(x) -> str:
     """'cupy', 'torch', 'jax' or 'dlpack' (anything else speaking DLPack)."""
-    mod = type(x).__module__
-    if mod.startswith("cupy"):
-        return "cupy"
-    if mod.startswith("torch"):
-        return "torch"
-    if mod.startswith(("jax", "jaxlib")):
-        return "jax"
-    return "dlpack"
+    kind = type(x)
+    found = _FRAMEWORKS.get(kind)
+    if found is None:
+        mod = kind.__module__
+        if mod.startswith("cupy"):
+            found = "cupy"
+        elif mod.startswith("torch"):
+            found = "torch"
+        elif mod.startswith(("jax", "jaxlib")):
+            found = "jax"
+        else:
+            found = "dlpack"
+        _FRAMEWORKS[kind] = found
+    return found
 
 
 def as_cupy(x, name: str):
@@ -73,53 +88,60 @@ class _Device:
 
 
 class _Data:
-    __slots__ = ("ptr",)
+    __slots__ = ("ptr", "device_id")
 
-    def __init__(self, ptr):
+    def __init__(self, ptr, device_id):
         self.ptr = ptr
+        self.device_id = device_id
 
 
 class _Flags:
-    __slots__ = ("c_contiguous",)
+    __slots__ = ("_tensor",)
 
-    def __init__(self, c):
-        self.c_contiguous = c
+    def __init__(self, t):
+        self._tensor = t
+
+    @property
+    def c_contiguous(self):   # only validation asks, once per layout: not read per call
+        return self._tensor.is_contiguous()
 
 
 class TorchView:
     """The metadata of a CUDA torch tensor in CuPy's attribute names (shape, dtype, byte strides,
-    device.id, data.ptr, flags.c_contiguous), read straight from torch: a DLPack round trip per
-    argument would cost more than the rest of a call."""
+    device.id, data.ptr, data.device_id, flags.c_contiguous), read straight from torch: a DLPack
+    round trip per argument would cost more than the rest of a call. Up to 6 tensors are viewed
+    per decode call, so only what every call needs is read here."""
 
     __slots__ = ("tensor", "shape", "ndim", "dtype", "itemsize", "strides", "device", "data", "flags")
 
     def __init__(self, t):
         self.tensor = t
-        self.shape = tuple(t.shape)
-        self.ndim = len(self.shape)
-        self.dtype = _torch_dtype(t.dtype)
-        self.itemsize = t.element_size()
+        self.shape = shape = tuple(t.shape)
+        self.ndim = len(shape)
+        self.dtype, self.itemsize = _torch_dtype(t.dtype)
         self.strides = tuple(st * self.itemsize for st in t.stride())
-        self.device = _Device(t.device.index)
-        self.data = _Data(t.data_ptr())
-        self.flags = _Flags(t.is_contiguous())
+        dev = t.get_device()
+        self.device = _Device(dev)
+        self.data = _Data(t.data_ptr(), dev)
+        self.flags = _Flags(t)
 
 
 _TORCH_DTYPES: dict = {}
 
 
 def _torch_dtype(tdt):
+    """(NumPy twin, bytes per element) of a torch dtype."""
     found = _TORCH_DTYPES.get(tdt)
     if found is None:
         import torch
         if tdt == torch.bfloat16:
-            found = BF16
+            np_dt = BF16
         else:
             try:
-                found = np.dtype(str(tdt).removeprefix("torch."))
+                np_dt = np.dtype(str(tdt).removeprefix("torch."))
             except TypeError:
-                found = np.dtype([(str(tdt), "V1")])  # no NumPy twin: shows the torch name in errors
-        _TORCH_DTYPES[tdt] = found
+                np_dt = np.dtype([(str(tdt), "V1")])  # no NumPy twin: shows the torch name in errors
+        found = _TORCH_DTYPES[tdt] = (np_dt, torch.empty((), dtype=tdt).element_size())
     return found
 
 
@@ -148,7 +170,8 @@ def stream_for(x, device_id: int):
     cp = cupy_module()
     if framework_of(x) == "torch":
         import torch
-        ptr = torch.cuda.current_stream(device_id).cuda_stream
+        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)   # what triton reads: no Stream object
+        ptr = raw(device_id) if raw is not None else torch.cuda.current_stream(device_id).cuda_stream
         # A wrapper per (stream, device), made once: it only carries the handle.
         found = _external_streams.get((ptr, device_id))
         if found is None:
@@ -160,19 +183,41 @@ def stream_for(x, device_id: int):
     return cp.cuda.get_current_stream(device_id)
 
 
-def empty_like_framework(like, shape, dtype: np.dtype, device_id: int):
-    """Allocate in the framework of ``like``; return (framework object, a view with .data.ptr)."""
-    cp = cupy_module()
-    fw = framework_of(like)
-    if fw == "torch":
+def empty_like_framework(like, shape, dtype: np.dtype, device_id: int, device_is_current: bool = False):
+    """Allocate in the framework of ``like``; return (framework object, a view with .data.ptr).
+    ``device_is_current``: the caller already made ``device_id`` current (saves a lookup)."""
+    if framework_of(like) == "torch":
         import torch
         tdt = {BF16: torch.bfloat16, FP16: torch.float16, np.dtype(np.float32): torch.float32,
                np.dtype(np.int32): torch.int32}[np.dtype(dtype)]
-        t = torch.empty(shape, dtype=tdt, device=torch.device("cuda", device_id))
-        return t, TorchView(t)
-    with on_device(device_id):
+        t = torch.empty(shape, dtype=tdt, device=_torch_device(device_id))
+        return t, _Allocated(t.data_ptr(), device_id)
+    cp = cupy_module()
+    if device_is_current:
         a = cp.empty(shape, dtype=dtype)
+    else:
+        with on_device(device_id):
+            a = cp.empty(shape, dtype=dtype)
     return a, a
+
+
+_TORCH_DEVICES: dict = {}
+
+
+def _torch_device(device_id: int):
+    found = _TORCH_DEVICES.get(device_id)
+    if found is None:
+        import torch
+        found = _TORCH_DEVICES[device_id] = torch.device("cuda", device_id)
+    return found
+
+
+class _Allocated:
+    """A new contiguous result: the caller already knows its layout, only the pointer is read."""
+    __slots__ = ("data",)
+
+    def __init__(self, ptr, device_id):
+        self.data = _Data(ptr, device_id)
 
 
 def to_framework(arr, fw: str):

@@ -83,15 +83,10 @@ class DecodeConfig:
     @property
     def smem_bytes(self) -> int:
         if self.path == "sm90":
-            # struct Smem of decode_sm90.cu: q + two K tiles + P_A (+ P_B when there is no rope
-            # slice to hold it) + row max / 2 scales / 2 row sums + one mbarrier per tile slice + page
-            # numbers of two pairs of tiles,
-            # + 1 KB to align its start.
-            slice_bytes = 64 * 64 * 2
-            p_b = 16 if self.head_dim > 512 else slice_bytes
-            raw = (3 * 64 * self.head_dim * 2 + slice_bytes + p_b + 5 * 64 * 4 + 2 * (self.head_dim // 64) * 8
-                   + 2 * 2 * 4 * 4)
-            return raw + 1024
+            # struct Smem of decode_sm90.cu: q + two k stages + p (64 x 64) + row max/sum exchange
+            # + two mbarriers, padded to its 1024-byte alignment, + 1 KB to align its start.
+            raw = 3 * 64 * self.head_dim * 2 + 64 * 64 * 2 + 4 * 64 * 4 + 2 * 8
+            return -(-raw // 1024) * 1024 + 1024
         # struct Smem of decode_sm80.cu: q, k stages, fp32 scores, two tiles of row addresses.
         row = (self.head_dim + 8) * 2
         return ((self.block_m + self.stages * self.block_n) * row + self.block_m * (self.block_n + 4) * 4
@@ -331,7 +326,8 @@ def _variants_for(arch: str):
     for fp16 in (0, 1):
         for cfg in all_decode_configs(cc):
             yield cfg, {"MLA_FP16": fp16, **cfg.defines()}, cc
-        yield "combine.cu", {"MLA_FP16": fp16}, cc
+        for wide in (0, 1):
+            yield "combine.cu", {"MLA_FP16": fp16, "MLA_COMBINE_WIDE": wide}, cc
     yield "metadata.cu", {}, cc
 
 

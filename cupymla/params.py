@@ -111,19 +111,44 @@ class Prepacked:
         self._pointers = struct.Struct(f"<{n_pointers}Q")
         self._field_formats = {}
 
-    def fill(self, pointers, **changed) -> np.void:
-        buf = bytearray(self._raw)
+    @property
+    def raw(self) -> bytes:
+        """The struct with its per-shape fields and zero pointers."""
+        return self._raw
+
+    def fill_into(self, buf, pointers, last: dict, **changed) -> None:
+        """Write the pointers and the changed fields into ``buf`` (a copy of ``raw`` that earlier
+        calls filled); a field given the very object it got last time (``last``) is left as is."""
         self._pointers.pack_into(buf, 0, *pointers)
         for name, value in changed.items():
-            fmt = self._field_formats.get(name)
-            if fmt is None:
-                field, offset = self.dtype.fields[name][:2]
-                count = field.itemsize // field.base.itemsize
-                code = {np.dtype(_PTR): "Q", np.dtype(_I64): "q", np.dtype(_I32): "i", np.dtype(_F32): "f"}[field.base]
-                fmt = self._field_formats[name] = (struct.Struct(f"<{count}{code}"), offset, bool(field.shape))
-            st, offset, is_array = fmt
+            if last.get(name) is value:
+                continue
+            st, offset, is_array = self._field_format(name)
             if is_array:
                 st.pack_into(buf, offset, *value)
             else:
                 st.pack_into(buf, offset, value)
-        return np.frombuffer(buf, dtype=self.dtype)[0]
+            last[name] = value
+
+    def _field_format(self, name):
+        fmt = self._field_formats.get(name)
+        if fmt is None:
+            field, offset = self.dtype.fields[name][:2]
+            count = field.itemsize // field.base.itemsize
+            code = {np.dtype(_PTR): "Q", np.dtype(_I64): "q", np.dtype(_I32): "i", np.dtype(_F32): "f"}[field.base]
+            fmt = self._field_formats[name] = (struct.Struct(f"<{count}{code}"), offset, bool(field.shape))
+        return fmt
+
+    def fill(self, pointers, **changed) -> np.void:
+        return np.frombuffer(self.fill_bytes(pointers, **changed), dtype=self.dtype)[0]
+
+    def fill_bytes(self, pointers, **changed) -> bytearray:
+        buf = bytearray(self._raw)
+        self._pointers.pack_into(buf, 0, *pointers)
+        for name, value in changed.items():
+            st, offset, is_array = self._field_format(name)
+            if is_array:
+                st.pack_into(buf, offset, *value)
+            else:
+                st.pack_into(buf, offset, value)
+        return buf

@@ -90,9 +90,10 @@ def test_decode_compiles_without_spills(cache, arch, cc, rows, fp16, head_dim, p
     assert not list(cache.iterdir()) if cache.exists() else True   # use_cache=False writes nothing
 
 
-@pytest.mark.parametrize("file", ["combine.cu", "metadata.cu"])
-def test_small_kernels_compile_without_spills(cache, file):
-    defines = {"MLA_FP16": 0} if file == "combine.cu" else {}
+@pytest.mark.parametrize("file, defines", [("combine.cu", {"MLA_FP16": 0, "MLA_COMBINE_WIDE": 0}),
+                                           ("combine.cu", {"MLA_FP16": 1, "MLA_COMBINE_WIDE": 1}),
+                                           ("metadata.cu", {})])
+def test_small_kernels_compile_without_spills(cache, file, defines):
     c = kernels.compile_source(file, "sm_80", defines, use_cache=False)
     assert c.name == kernels.KERNEL_NAMES[file]
     assert c.registers > 0 and c.spill_bytes == 0 and c.stack_bytes == 0, c.log

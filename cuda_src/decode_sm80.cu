@@ -18,6 +18,7 @@
 #include "common/params.cuh"
 #include "common/ptx.cuh"
 #include "common/epilogue.cuh"
+#include "common/piece.cuh"
 
 #ifndef MLA_HEAD_DIM
 #define MLA_HEAD_DIM 576
@@ -47,7 +48,6 @@ constexpr int WARPS_N = MLA_WARPS_N;
 constexpr int THREADS = WARPS_M * WARPS_N * 32;
 constexpr int TN = BLOCK_N / WARPS_N;        // score columns per warp
 constexpr int COLS = DV / WARPS_N;           // output columns per warp
-constexpr int SCHED_BLOCK = 64;              // tokens per scheduler block (metadata.cu)
 constexpr int CHUNKS = D / 8;                // 16-byte chunks per row
 // Rows of Q and K are padded by 16 bytes so that the 8 row addresses of an ldmatrix fall in
 // different banks (a 1152-byte stride would put them all in the same ones).
@@ -128,7 +128,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm80(const D
     const int gq = lane / 4, tq = lane % 4;    // mma fragment coordinates
 
     const int* sched = p.sched + part * 8;
-    const int b_begin = sched[0], blk_begin = sched[1], b_end = sched[2], blk_end = sched[3];
+    const int b_begin = sched[0], b_end = sched[2];
 
     // The two rows this thread holds in every fragment, and the last key each may see.
     int row_of[2], limit_of[2];
@@ -138,24 +138,10 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm80(const D
     }
 
     for (int b = b_begin; b <= b_end; ++b) {
-        const int seqlen = max(p.seqlens[b], 0);
-        const int start = b == b_begin ? blk_begin * SCHED_BLOCK : 0;
-        const int stop = b == b_end ? min(blk_end * SCHED_BLOCK, seqlen) : seqlen;
-        const int split = b == b_begin ? sched[4] : 0;
-        const int pieces = p.num_splits[b + 1] - p.num_splits[b];
-
-        // Causal: query s of the new tokens is token seqlen - s_q + s and sees keys up to it.
-        // Tiles past the last key any row of this m tile may see are skipped.
-        int stop_tile = stop;
-        for (int i = 0; i < 2; ++i) {
-            const int s = min(row_of[i], p.rows - 1) / p.heads_per_kv;
-            limit_of[i] = p.causal ? min(stop, seqlen - p.s_q + s + 1) : stop;
-        }
-        if (p.causal) {
-            const int s_last = min(m0 + BLOCK_M, p.rows) - 1;
-            stop_tile = min(stop, seqlen - p.s_q + s_last / p.heads_per_kv + 1);
-        }
-        const int num_tiles = stop_tile > start ? (stop_tile - start + BLOCK_N - 1) / BLOCK_N : 0;
+        const Piece pc = piece_of(p, sched, b);
+        const int start = pc.start, stop = pc.stop;
+        for (int i = 0; i < 2; ++i) limit_of[i] = key_limit(p, pc, row_of[i]);
+        const int num_tiles = tiles_of(p, pc, m0, BLOCK_M, BLOCK_N);
 
         float o[COLS / 8][4];
         for (int j = 0; j < COLS / 8; ++j)
@@ -284,8 +270,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm80(const D
         cp_async_wait<0>();  // a sequence with no tiles still committed its q load
 
         // Epilogue: normalise and write the result (whole sequence) or the partial (a piece).
-        const bool whole = pieces <= 1;
-        const int slot = whole ? 0 : accum_slot(p.num_splits, b, split);
+        const bool whole = pc.pieces <= 1;
+        const int slot = whole ? 0 : accum_slot(p.num_splits, b, pc.split);
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
             float l = row_sum[i];

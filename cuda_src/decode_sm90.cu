@@ -24,6 +24,7 @@
 #include "common/ptx.cuh"
 #include "common/sm90.cuh"
 #include "common/epilogue.cuh"
+#include "common/piece.cuh"
 
 #ifndef MLA_HEAD_DIM
 #define MLA_HEAD_DIM 576
@@ -36,7 +37,6 @@ constexpr int DV = 512;
 constexpr int BLOCK_M = 64;
 constexpr int BLOCK_N = 64;
 constexpr int THREADS = 256;
-constexpr int SCHED_BLOCK = 64;
 constexpr int SLICES = D / 64;               // 64-column slices of a row
 constexpr int SLICE = 64 * 64;               // elements in one slice of a 64-row tile
 // Byte offsets of the V operand's descriptor (MN-major, 128B swizzle): between 64-column
@@ -139,7 +139,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90(const _
     const int gq = lane / 4, tq = lane % 4;
 
     const int* sched = p.sched + part * 8;
-    const int b_begin = sched[0], blk_begin = sched[1], b_end = sched[2], blk_end = sched[3];
+    const int b_begin = sched[0], b_end = sched[2];
 
     int row_of[2], limit_of[2];
     for (int h = 0; h < 2; ++h) row_of[h] = 16 * warp + gq + 8 * h;   // within the m tile
@@ -161,22 +161,10 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90(const _
     constexpr u64 STAGE_STEP = (SLICES * SLICE * 2) >> 4;
 
     for (int b = b_begin; b <= b_end; ++b) {
-        const int seqlen = max(p.seqlens[b], 0);
-        const int start = b == b_begin ? blk_begin * SCHED_BLOCK : 0;
-        const int stop = b == b_end ? min(blk_end * SCHED_BLOCK, seqlen) : seqlen;
-        const int split = b == b_begin ? sched[4] : 0;
-        const int pieces = p.num_splits[b + 1] - p.num_splits[b];
-
-        for (int h = 0; h < 2; ++h) {
-            const int s = min(m0 + row_of[h], p.rows - 1) / p.heads_per_kv;
-            limit_of[h] = p.causal ? min(stop, seqlen - p.s_q + s + 1) : stop;
-        }
-        int stop_tile = stop;
-        if (p.causal) {
-            const int s_last = min(m0 + BLOCK_M, p.rows) - 1;
-            stop_tile = min(stop, seqlen - p.s_q + s_last / p.heads_per_kv + 1);
-        }
-        const int num_tiles = stop_tile > start ? (stop_tile - start + BLOCK_N - 1) / BLOCK_N : 0;
+        const Piece pc = piece_of(p, sched, b);
+        const int start = pc.start, stop = pc.stop;
+        for (int h = 0; h < 2; ++h) limit_of[h] = key_limit(p, pc, m0 + row_of[h]);
+        const int num_tiles = tiles_of(p, pc, m0, BLOCK_M, BLOCK_N);
 
         float o[128];
 #pragma unroll
@@ -298,8 +286,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90(const _
             if (tq == 0) sm.row_sum[wg][row_of[h]] = l;
         }
         __syncthreads();
-        const bool whole = pieces <= 1;
-        const int slot = whole ? 0 : accum_slot(p.num_splits, b, split);
+        const bool whole = pc.pieces <= 1;
+        const int slot = whole ? 0 : accum_slot(p.num_splits, b, pc.split);
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             const float l = sm.row_sum[0][row_of[h]] + sm.row_sum[1][row_of[h]];

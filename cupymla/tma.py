@@ -2,7 +2,7 @@
 
 CuPy does not wrap ``cuTensorMapEncodeTiled``; ``cuda-bindings`` (NVIDIA's own Python binding
 of the driver API) does, so it is a dependency of the cuda12/cuda13 extras. Without it, or if
-the driver refuses a layout, the Hopper kernel falls back to loading with cp.async.
+the driver refuses a layout, the API runs the portable kernel instead (api._DecodePlan.portable).
 A map is a 128-byte value tied to one k_cache allocation and layout, so maps are cached by
 (pointer, shape, strides, dtype): a decode step reuses the one made for the previous step.
 """
@@ -22,7 +22,7 @@ ZERO_MAP = [0] * 16
 
 def box_rows_for(page_size: int) -> int:
     """Rows of one copy: a page, at most the kernel's 64-token tile. Page size 1 would need
-    64 copies a tile slice, so it stays on cp.async (0)."""
+    64 copies a tile slice: 0, and the API runs the portable kernel."""
     return min(page_size, 64) if page_size >= 16 else 0
 
 

@@ -1,0 +1,63 @@
+"""cupymla.launch without a GPU: the bytes a Launcher hands the driver must be the full pack of
+the call's values, call after call (its buffer is reused and unchanged fields are skipped)."""
+
+import ctypes
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from cupymla import launch, params
+from tests.test_params_layout import sample_values
+
+CHANGED = ("o_stride_b", "o_stride_s", "o_stride_h", "k_box_rows", "k_map")
+
+
+class FakeDriver:
+    """Stands in for cuLaunchKernel: records the launch and copies the struct it points at."""
+
+    def __init__(self, nbytes):
+        self.nbytes, self.calls = nbytes, []
+
+    def __call__(self, func, gx, gy, gz, bx, by, bz, smem, stream, args, extra):
+        struct_addr = ctypes.cast(args, ctypes.POINTER(ctypes.c_void_p))[0]
+        raw = ctypes.string_at(struct_addr, self.nbytes)
+        self.calls.append(dict(func=func.value, grid=(gx.value, gy.value, gz.value), block=bx.value,
+                               smem=smem.value, stream=stream.value, raw=raw))
+        return 0
+
+
+@pytest.fixture
+def decode_launcher(monkeypatch):
+    values = sample_values(params.DECODE_PARAMS)
+    fixed = {k: v for k, v in values.items() if k in params.DECODE_PARAMS.names[10:] and k not in CHANGED}
+    template = params.Prepacked(params.DECODE_PARAMS, 10, **fixed,
+                                **{k: ([0] * 16 if k == "k_map" else 0) for k in CHANGED})
+    driver = FakeDriver(params.DECODE_PARAMS.itemsize)
+    monkeypatch.setattr(launch, "_launch_kernel", driver)
+    kernel = SimpleNamespace(kernel=SimpleNamespace(ptr=0xABC0))
+    return launch.Launcher(kernel, (2, 1, 66), (256,), 232448, template), driver, values
+
+
+def test_launcher_hands_the_driver_the_packed_struct(decode_launcher):
+    launcher, driver, values = decode_launcher
+    rng = np.random.default_rng(1)
+    for call in range(4):   # new pointers each call; the changed fields change on the third
+        vals = dict(values)
+        for n in params.DECODE_PARAMS.names[:10]:
+            vals[n] = int(rng.integers(1, 2**47)) * 16
+        if call >= 2:
+            vals.update(o_stride_b=7 * 4096, k_box_rows=32, k_map=[int(x) for x in rng.integers(0, 2**62, 16)])
+        launcher(0x5000 + call, [vals[n] for n in params.DECODE_PARAMS.names[:10]],
+                 **{k: vals[k] for k in CHANGED})
+        got = driver.calls[-1]
+        assert got["raw"] == params.pack(params.DECODE_PARAMS, **vals).tobytes(), f"call {call}"
+        assert (got["func"], got["grid"], got["block"], got["smem"], got["stream"]) == \
+            (0xABC0, (2, 1, 66), 256, 232448, 0x5000 + call)
+
+
+def test_launcher_reports_driver_errors(decode_launcher, monkeypatch):
+    launcher, _, values = decode_launcher
+    monkeypatch.setattr(launch, "_launch_kernel", lambda *a: 1)   # CUDA_ERROR_INVALID_VALUE
+    with pytest.raises(RuntimeError, match="cuLaunchKernel failed with CUDA error 1"):
+        launcher(0, [values[n] for n in params.DECODE_PARAMS.names[:10]], **{k: values[k] for k in CHANGED})

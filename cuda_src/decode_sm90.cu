@@ -51,7 +51,7 @@ struct __align__(1024) Smem {
     elem_t p[SLICE];                         // probabilities of one tile, 64 x 64
     float row_max[2][BLOCK_M];               // per warpgroup, exchanged each tile
     float row_sum[2][BLOCK_M];
-    unsigned long long k_full[2];            // TMA path: tile of stage s has landed
+    unsigned long long k_full[2];            // the tile of stage s has landed
 };
 
 // Element offset of (row, col) of a 64-row tile in the swizzled layout.

@@ -38,7 +38,7 @@ class MLAMetadata:
 # --------------------------------------------------------------------------- helpers
 
 def _plan(device_id: int, rows: int, h_kv: int, head_dim: int = 576):
-    """Tile shape and number of scheduler parts for this device and head layout.
+    """Decode kernel configuration and number of scheduler parts for this device and head layout.
 
     The part count comes from the d = 576 variant whatever ``head_dim`` is: get_mla_metadata
     cannot know the head dim, and its schedule must fit the decode call that uses it.
@@ -50,7 +50,13 @@ def _plan(device_id: int, rows: int, h_kv: int, head_dim: int = 576):
     per_sm = kernels.ctas_per_sm(sizing, info["smem_per_sm"], fn.num_regs)
     m_tiles = -(-rows // cfg.block_m)
     num_parts = max(info["sms"] * per_sm // (h_kv * m_tiles), 1)
-    return cfg, m_tiles, num_parts
+    return cfg, num_parts
+
+
+def _runs_portable(cfg, page_size: int) -> bool:
+    """The Hopper kernel loads the cache through the copy engine only; page size 1 would need 64
+    copies per tile slice, so that layout takes the portable kernel (same schedule)."""
+    return cfg.path == "sm90" and not tma.box_rows_for(page_size)
 
 
 def _launch_metadata(seqlens, device_id, num_parts, stream):
@@ -88,7 +94,7 @@ def get_mla_metadata(cache_seqlens=None, num_q_tokens_per_head_k=None, num_heads
     seqlens = arrays.as_cupy(cache_seqlens, "cache_seqlens")
     validate.check_seqlens(seqlens)
     device_id = seqlens.device.id
-    _, _, num_parts = _plan(device_id, rows, h_kv)
+    _, num_parts = _plan(device_id, rows, h_kv)
     stream = arrays.stream_for(cache_seqlens, device_id)
     sched, num_splits = _launch_metadata(seqlens, device_id, num_parts, stream)
     fw = arrays.framework_of(cache_seqlens)
@@ -211,8 +217,8 @@ class _DecodePlan:
 
     def __init__(self, shape, scale, causal, qc, kc, bt):
         self.shape = shape
-        self.cfg, self.m_tiles, self.num_parts = _plan(shape.device, shape.rows, shape.h_kv, shape.head_dim)
-        self.box_rows = tma.box_rows_for(shape.page_size) if self.cfg.path == "sm90" else 0
+        cfg, self.num_parts = _plan(shape.device, shape.rows, shape.h_kv, shape.head_dim)
+        self.box_rows = tma.box_rows_for(shape.page_size) if cfg.path == "sm90" else 0
         self._portable = None
         # A sequence has about num_parts / batch pieces: many (a short batch split over every SM)
         # take the wide combine, whose CTA's warps share one row's pieces (combine.cu).
@@ -233,12 +239,7 @@ class _DecodePlan:
             page_shift=shape.page_size.bit_length() - 1, num_parts=self.num_parts, causal=int(causal),
             scale_log2=scale * _LOG2E, k_box_rows=0, k_map=tma.ZERO_MAP, **common)
         self.combine_params = params.Prepacked(params.COMBINE_PARAMS, 5, **common)
-        if self.cfg.path == "sm90" and not self.box_rows:
-            # The Hopper kernel loads the cache through the copy engine only; page size 1 would
-            # need 64 copies per tile slice, so it takes the portable kernel (same schedule).
-            self.decode = self.portable()
-        else:
-            self.decode = self._launcher(self.cfg)
+        self.decode = self.portable() if _runs_portable(cfg, shape.page_size) else self._launcher(cfg)
         self.combine = launch.Launcher(combine, *combine_grid, 0, self.combine_params)
         self.out_strides = (shape.s_q * shape.h_q * HEAD_DIM_V, shape.h_q * HEAD_DIM_V, HEAD_DIM_V)   # a new out
         self.last_k_map = (None, None)   # (k_cache pointer, its tensor map)

@@ -144,11 +144,5 @@ class Prepacked:
 
     def fill_bytes(self, pointers, **changed) -> bytearray:
         buf = bytearray(self._raw)
-        self._pointers.pack_into(buf, 0, *pointers)
-        for name, value in changed.items():
-            st, offset, is_array = self._field_format(name)
-            if is_array:
-                st.pack_into(buf, offset, *value)
-            else:
-                st.pack_into(buf, offset, value)
+        self.fill_into(buf, pointers, {}, **changed)
         return buf

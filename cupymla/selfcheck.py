@@ -50,7 +50,7 @@ def _gpu_check() -> int:
     import ml_dtypes
 
     import cupymla
-    from . import kernels, reference, tma
+    from . import api, kernels, reference
     dtypes = {"bf16": np.dtype(ml_dtypes.bfloat16), "fp16": np.dtype(np.float16)}
     info = kernels.device_info(cp.cuda.Device().id)
     print(f"GPU {cp.cuda.Device().id}: {info['name']}, compute capability {info['cc']}, {info['sms']} SMs")
@@ -70,8 +70,7 @@ def _gpu_check() -> int:
                   and (np.isinf(lse.get()) == np.isinf(ref_lse)).all())
         failures += not ok
         cfg = kernels.decode_config(s_q * h_q // h_kv, info["cc"])
-        # The Hopper kernel needs a tensor map (page size >= 16); the API runs the portable one otherwise.
-        file = cfg.file if cfg.path != "sm90" or tma.box_rows_for(page) else "decode_sm80.cu"
+        file = "decode_sm80.cu" if api._runs_portable(cfg, page) else cfg.file
         print(f"  b={b} s_q={s_q} h_q={h_q} h_kv={h_kv} page={page} {dt} causal={causal} "
               f"[{file}]: max err {err.max():.2e} {'ok' if ok else 'FAILED'}")
     print("all ok" if not failures else f"{failures} case(s) FAILED")

@@ -37,7 +37,8 @@ struct DecodeParams {
     int causal;
     float scale_log2;       // softmax_scale * log2(e)
     // Hopper only (decode_sm90.cu): a CUtensorMap over k_cache as (d, h_kv, page_size, num_pages),
-    // box (64, 1, k_box_rows, 1), 128-byte swizzle. k_box_rows = 0: no map, load with cp.async.
+    // box (64, 1, k_box_rows, 1), 128-byte swizzle. k_box_rows = 0: no map (the host then runs
+    // decode_sm80.cu, which ignores both fields).
     int k_box_rows;
     alignas(64) unsigned long long k_map[16];
 };

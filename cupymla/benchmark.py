@@ -487,21 +487,8 @@ class Gpu:
         cp = self.cp
         stream = stream or self.stream
         with stream:
-            for i in range(self.warmup):
-                fn(i)
-            stream.synchronize()
-            # probe: host time per iteration (no sync) and a rough GPU time per call
-            a, b = cp.cuda.Event(), cp.cuda.Event()
-            a.record(stream)
-            t0 = time.perf_counter()
-            for i in range(3):
-                if flush:
-                    self.flush_buf.fill(0)
-                fn(i)
-            host_iter_us = (time.perf_counter() - t0) / 3 * 1e6
-            b.record(stream)
-            b.synchronize()
-            est = cp.cuda.get_elapsed_time(a, b) * 1e3 / 3
+            self._warm_up(fn, stream)
+            host_iter_us, est = self._probe(fn, stream, flush)
             if n is None:
                 n = self._iters_for(est)
             evs = [(cp.cuda.Event(), cp.cuda.Event()) for _ in range(n)]
@@ -515,6 +502,26 @@ class Gpu:
             evs[-1][1].synchronize()
         times = [cp.cuda.get_elapsed_time(a, b) * 1e3 for a, b in evs]
         return statistics.median(times), n
+
+    def _warm_up(self, fn, stream):
+        for i in range(self.warmup):
+            fn(i)
+        stream.synchronize()
+
+    def _probe(self, fn, stream, flush):
+        """(host µs per iteration without a sync, rough GPU µs per call) over 3 calls of fn."""
+        cp = self.cp
+        a, b = cp.cuda.Event(), cp.cuda.Event()
+        a.record(stream)
+        t0 = time.perf_counter()
+        for i in range(3):
+            if flush:
+                self.flush_buf.fill(0)
+            fn(i)
+        host_iter_us = (time.perf_counter() - t0) / 3 * 1e6
+        b.record(stream)
+        b.synchronize()
+        return host_iter_us, cp.cuda.get_elapsed_time(a, b) * 1e3 / 3
 
     def spin(self, stream, us):
         """Hold the stream for about ``us`` microseconds with a one-thread spin kernel."""
@@ -533,17 +540,10 @@ class Gpu:
         cp = self.cp
         stream = stream or self.stream
         with stream:
-            for i in range(self.warmup):
-                fn(i)
-            stream.synchronize()
-            a, b = cp.cuda.Event(), cp.cuda.Event()
+            self._warm_up(fn, stream)
             if n is None:
-                a.record(stream)
-                for i in range(3):
-                    fn(i)
-                b.record(stream)
-                b.synchronize()
-                n = self._iters_for(cp.cuda.get_elapsed_time(a, b) * 1e3 / 3)
+                n = self._iters_for(self._probe(fn, stream, flush=False)[1])
+            a, b = cp.cuda.Event(), cp.cuda.Event()
             a.record(stream)
             for i in range(n):
                 fn(i)

@@ -1,5 +1,6 @@
 // Hopper (sm_90a) paged MLA decode: wgmma from 128-byte-swizzled shared memory.
 //
+// For more than 32 query rows per kv head; decode_sm90_narrow.cu takes fewer.
 // Same contract, grid and scheduler as decode_sm80.cu: one CTA per (m tile of 64 query rows,
 // kv head, part); sequences the part covers whole go to `out`, pieces of split ones to
 // o_accum / lse_accum for combine.cu.
@@ -11,34 +12,34 @@
 //      probabilities P and writes them, as the A operand of the next product, to shared memory;
 //   3. warpgroup w accumulates O[:, 256w .. 256w+255] += P V (wgmma m64n256k16, V read from the
 //      K tile itself as an MN-major operand: V is the first 512 columns of K).
-// The next tile is fetched by the copy engine (TMA) while the current one is multiplied (two
-// stages). The kernel needs a tensor map over k_cache (k_box_rows > 0): without one the host
-// runs the portable kernel.
+// The copy engine (TMA) fetches the next tile while the current one is multiplied (two stages;
+// common/kv_tiles.cuh). The kernel needs a tensor map over k_cache (k_box_rows > 0): without one
+// the host runs the portable kernel.
 //
 // Shared memory holds every 64-column slice of a [rows x d] operand as its own block of
 // 128-byte rows, the 16-byte pieces of row r permuted by r % 8 (the hardware's 128B swizzle),
 // so that wgmma reads it without bank conflicts.
 //
 // Compile-time configuration: MLA_FP16 (0 = bf16, 1 = fp16), MLA_HEAD_DIM (576 or 512).
+#ifndef MLA_HEAD_DIM
+#define MLA_HEAD_DIM 576
+#endif
 #include "common/params.cuh"
 #include "common/ptx.cuh"
 #include "common/sm90.cuh"
 #include "common/epilogue.cuh"
 #include "common/piece.cuh"
+#include "common/kv_tiles.cuh"
 
-#ifndef MLA_HEAD_DIM
-#define MLA_HEAD_DIM 576
-#endif
 
 namespace {
 
 constexpr int D = MLA_HEAD_DIM;
-constexpr int DV = 512;
 constexpr int BLOCK_M = 64;
-constexpr int BLOCK_N = 64;
+constexpr int BLOCK_N = KV_TILE;
 constexpr int THREADS = 256;
-constexpr int SLICES = D / 64;               // 64-column slices of a row
-constexpr int SLICE = 64 * 64;               // elements in one slice of a 64-row tile
+constexpr int SLICES = KV_SLICES;
+constexpr int SLICE = KV_SLICE;
 // Byte offsets of the V operand's descriptor (MN-major, 128B swizzle): between 64-column
 // slices (LBO) and between groups of 8 tokens (SBO).
 constexpr u32 V_LBO = 64 * 128, V_SBO = 8 * 128;
@@ -54,11 +55,6 @@ struct __align__(1024) Smem {
     unsigned long long k_full[2];            // the tile of stage s has landed
 };
 
-// Element offset of (row, col) of a 64-row tile in the swizzled layout.
-__device__ __forceinline__ int swz(int row, int col) {
-    return (col / 64) * SLICE + row * 64 + ((((col % 64) / 8) ^ (row & 7)) * 8) + (col % 8);
-}
-
 __device__ __forceinline__ void load_q(const DecodeParams& p, elem_t* sq, int b, int g, int m0) {
     const elem_t* q = static_cast<const elem_t*>(p.q);
     for (int c = threadIdx.x; c < BLOCK_M * (D / 8); c += THREADS) {
@@ -68,51 +64,7 @@ __device__ __forceinline__ void load_q(const DecodeParams& p, elem_t* sq, int b,
         const int s = valid ? row / p.heads_per_kv : 0;
         const int h = g * p.heads_per_kv + (valid ? row % p.heads_per_kv : 0);
         const elem_t* src = q + b * p.q_stride_b + s * p.q_stride_s + h * p.q_stride_h + col;
-        cp_async16(sq + swz(r, col), valid ? src : q, valid);
-    }
-}
-
-// The TMA loader, in two steps so that block-table reads stay off the critical path: thread 0
-// reads the page numbers of a tile one tile ahead (fetch_pages), then asks the copy engine
-// for tokens [t0, t0 + 64), one box of k_box_rows rows per 64-column slice and page
-// (issue_k_tma). Tokens at or past `load_end` are not asked for (their block-table entries may
-// be garbage) and are zeroed by zero_tail() instead. k_box_rows >= 16: at most 4 pages a tile.
-constexpr int MAX_PAGES = BLOCK_N / 16;
-
-__device__ __forceinline__ void fetch_pages(const DecodeParams& p, int (&pages)[MAX_PAGES], int b, int t0, int load_end) {
-    const int* bt = p.block_table + b * p.bt_stride_b;
-#pragma unroll
-    for (int i = 0; i < MAX_PAGES; ++i) {
-        const int t = t0 + i * p.k_box_rows;
-        pages[i] = i * p.k_box_rows < BLOCK_N && t < load_end ? bt[t >> p.page_shift] : 0;
-    }
-}
-
-__device__ __forceinline__ void issue_k_tma(const DecodeParams& p, const int (&pages)[MAX_PAGES], elem_t* sk,
-                                            unsigned long long* bar, int g, int t0, int load_end) {
-    const int rows = p.k_box_rows, page_mask = (1 << p.page_shift) - 1;
-    int boxes = 0;
-    for (int r0 = 0; r0 < BLOCK_N && t0 + r0 < load_end; r0 += rows) ++boxes;
-    mbar_arrive_expect_tx(bar, boxes * SLICES * rows * 128);
-#pragma unroll
-    for (int i = 0; i < MAX_PAGES; ++i) {
-        const int r0 = i * rows;
-        if (r0 >= BLOCK_N || t0 + r0 >= load_end) break;
-        // An out-of-range page number makes the copy engine read zeros.
-#pragma unroll
-        for (int c = 0; c < SLICES; ++c)
-            tma_load_4d(sk + c * SLICE + r0 * 64, &p.k_map, bar, c * 64, g, (t0 + r0) & page_mask, pages[i]);
-    }
-}
-
-// Rows [valid, 64) of a tile: not loaded (past the sequence) or loaded from the garbage tail of
-// the last page (may be NaN, and 0 * NaN would reach the output): make them zeros.
-__device__ __forceinline__ void zero_tail(elem_t* sk, int valid) {
-    if (valid >= BLOCK_N) return;
-    const uint4 z = make_uint4(0, 0, 0, 0);
-    for (int c = threadIdx.x; c < (BLOCK_N - valid) * (D / 8); c += THREADS) {
-        const int r = valid + c / (D / 8), col = (c % (D / 8)) * 8;
-        *reinterpret_cast<uint4*>(sk + swz(r, col)) = z;
+        cp_async16(sq + swz(BLOCK_M, r, col), valid ? src : q, valid);
     }
 }
 
@@ -149,8 +101,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90(const _
         mbar_init(&sm.k_full[1], 1);
         mbar_init_fence();
     }
+    int pages[KV_MAX_PAGES];  // thread 0: page numbers of the next tile to load
     int tiles_done = 0;   // tiles consumed by this CTA so far: gives each barrier's stage and phase
-    int pages[MAX_PAGES];  // thread 0: page numbers of the next tile to fetch
 
     // wgmma descriptors of the tile bases, made once; a k step or a stage adds a constant to the
     // address field (16-byte units), which is far cheaper than rebuilding a descriptor.
@@ -162,7 +114,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90(const _
 
     for (int b = b_begin; b <= b_end; ++b) {
         const Piece pc = piece_of(p, sched, b);
-        const int start = pc.start, stop = pc.stop;
+        const int start = pc.start;
         for (int h = 0; h < 2; ++h) limit_of[h] = key_limit(p, pc, m0 + row_of[h]);
         const int num_tiles = tiles_of(p, pc, m0, BLOCK_M, BLOCK_N);
 
@@ -172,15 +124,16 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90(const _
         float row_max[2] = {-inf_f(), -inf_f()};
         float row_sum[2] = {0.f, 0.f};
 
-        // Tokens the loaders may fetch: inside the piece and covered by the block table.
-        const int load_end = (int)min((long long)stop, p.max_blocks << p.page_shift);
+        const int load_end = load_end_of(p, pc);
 
-        __syncthreads();  // the previous sequence is done with q, k and p (and barrier init is seen)
-        load_q(p, sm.q, b, g, m0);
+        __syncthreads();  // the previous sequence is done with q (and barrier init is seen)
+        if (num_tiles > 0) load_q(p, sm.q, b, g, m0);
         if (num_tiles > 0 && threadIdx.x == 0) {
-            fetch_pages(p, pages, b, start, load_end);
-            issue_k_tma(p, pages, sm.k[tiles_done % 2], &sm.k_full[tiles_done % 2], g, start, load_end);
-            if (num_tiles > 1) fetch_pages(p, pages, b, start + BLOCK_N, load_end);
+            Cursor c{b, start, 0, load_end};
+            fetch_pages(p, pages, c);
+            issue_k_tma(p, pages, sm.k[tiles_done % 2], &sm.k_full[tiles_done % 2], g, c);
+            c.t0 += BLOCK_N;
+            if (num_tiles > 1) fetch_pages(p, pages, c);
         }
         cp_async_commit();
 
@@ -190,14 +143,16 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90(const _
             elem_t* sk = sm.k[stage];
             cp_async_wait<0>();   // q (first tile only)
             mbar_wait(&sm.k_full[stage], (tiles_done / 2) & 1);
-            zero_tail(sk, load_end - t0);
+            zero_tail<THREADS>(sk, load_end - t0);
             fence_proxy_async();
-            __syncthreads();  // tile `it` landed for everyone; tile it-1's buffer and p are free
+            __syncthreads();  // tile `it` landed for everyone; p is free
             if (it + 1 < num_tiles && threadIdx.x == 0) {
                 // As early as the stage is free: with two stages, load latency is what bounds
                 // the memory-bound rows (issuing after the scores instead measured 10% slower).
-                issue_k_tma(p, pages, sm.k[1 - stage], &sm.k_full[1 - stage], g, t0 + BLOCK_N, load_end);
-                if (it + 2 < num_tiles) fetch_pages(p, pages, b, t0 + 2 * BLOCK_N, load_end);
+                Cursor c{b, t0 + BLOCK_N, 0, load_end};
+                issue_k_tma(p, pages, sm.k[1 - stage], &sm.k_full[1 - stage], g, c);
+                c.t0 += BLOCK_N;
+                if (it + 2 < num_tiles) fetch_pages(p, pages, c);
             }
             const u64 desc_k = desc_k0 + stage * STAGE_STEP, desc_v = desc_v0 + stage * STAGE_STEP;
 
@@ -207,7 +162,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90(const _
 #pragma unroll
             for (int kk = 0; kk < D / 16; ++kk) {
                 const u64 off = ((kk / 4) * SLICE * 2 + (kk % 4) * 32) >> 4;   // slice, then 16 columns
-                wgmma_m64n32k16_ss<0>(s, desc_q + off, desc_k + off, kk > 0);
+                wgmma_m64n32k16_ss<0, 0>(s, desc_q + off, desc_k + off, kk > 0);
             }
             wgmma_commit();
             wgmma_wait<0>();
@@ -249,7 +204,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90(const _
                     const float p0 = fast_exp2(s[4 * j + 2 * h] - base[h]);
                     const float p1 = fast_exp2(s[4 * j + 2 * h + 1] - base[h]);
                     row_sum[h] += p0 + p1;
-                    *reinterpret_cast<u32*>(sm.p + swz(row_of[h], 32 * wg + 8 * j + 2 * tq)) = pack2(p0, p1);
+                    *reinterpret_cast<u32*>(sm.p + swz(BLOCK_M, row_of[h], 32 * wg + 8 * j + 2 * tq)) = pack2(p0, p1);
                 }
             // Once the row maxima settle, most tiles move none of them: skip 128 multiplies.
             if (__any_sync(0xffffffffu, rescale[0] != 1.f || rescale[1] != 1.f)) {
@@ -274,6 +229,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90(const _
             wgmma_commit();
             wgmma_wait<0>();
             reg_fence(o);
+            // The stage is free: refill it now, two tiles ahead, so that two tiles are in
+            // flight while the next one is awaited.
         }
         cp_async_wait<0>();
 

@@ -8,7 +8,9 @@ the key, the ``-arch`` is ours alone, and ``python -m cupymla compile`` can buil
 every variant on a machine without a GPU.
 
 The kernel for your GPU:
-* ``cuda_src/decode_sm80.cu``: every GPU from sm_80 (Ampere) up.
+* ``cuda_src/decode_sm90.cu``: Hopper (compute capability 9.0), more than 32 query rows per kv head.
+* ``cuda_src/decode_sm90_narrow.cu``: Hopper, at most 32 query rows per kv head (h_q / h_kv <= 32).
+* ``cuda_src/decode_sm80.cu``: every other GPU from sm_80 (Ampere) up.
 * ``cuda_src/combine.cu``, ``cuda_src/metadata.cu``: all GPUs.
 """
 
@@ -62,8 +64,9 @@ def sources_hash() -> str:
 class DecodeConfig:
     """A decode kernel and its tile shape (see the comment at the top of each kernel file).
 
-    ``path`` "sm80" is decode_sm80.cu (any GPU from sm_80), "sm90" is decode_sm90.cu (wgmma,
-    compute capability 9.0 only; its tile shape is fixed: 64 rows, 64 tokens, 2 stages).
+    ``path`` "sm80" is decode_sm80.cu (any GPU from sm_80). "sm90" is wgmma, compute capability
+    9.0 only, 64 tokens a tile and 2 stages: decode_sm90.cu for block_m 64, decode_sm90_narrow.cu
+    (transposed products, one warpgroup) for block_m 16 or 32.
     """
     block_m: int
     warps_n: int
@@ -74,14 +77,23 @@ class DecodeConfig:
 
     @property
     def file(self) -> str:
+        if self.path == "sm90" and self.block_m < 64:
+            return "decode_sm90_narrow.cu"
         return f"decode_{self.path}.cu"
 
     @property
     def threads(self) -> int:
-        return 256 if self.path == "sm90" else self.block_m // 16 * self.warps_n * 32
+        if self.path == "sm90":
+            return 256 if self.block_m == 64 else 128
+        return self.block_m // 16 * self.warps_n * 32
 
     @property
     def smem_bytes(self) -> int:
+        if self.path == "sm90" and self.block_m < 64:
+            # struct Smem of decode_sm90_narrow.cu: two k stages + q + P^T + per-warp column
+            # max/sum + two mbarriers, padded to 1024 bytes, + 1 KB to align its start.
+            raw = (2 * 64 + self.block_m) * self.head_dim * 2 + self.block_m * 64 * 2 + 2 * 4 * self.block_m * 4 + 2 * 8
+            return -(-raw // 1024) * 1024 + 1024
         if self.path == "sm90":
             # struct Smem of decode_sm90.cu: q + two k stages + p (64 x 64) + row max/sum exchange
             # + two mbarriers, padded to its 1024-byte alignment, + 1 KB to align its start.
@@ -94,6 +106,8 @@ class DecodeConfig:
 
     def defines(self) -> dict[str, int]:
         if self.path == "sm90":
+            if self.block_m < 64:
+                return {"MLA_HEAD_DIM": self.head_dim, "MLA_BLOCK_M": self.block_m}
             return {"MLA_HEAD_DIM": self.head_dim}
         return {"MLA_HEAD_DIM": self.head_dim, "MLA_BLOCK_M": self.block_m, "MLA_WARPS_N": self.warps_n,
                 "MLA_BLOCK_N": self.block_n, "MLA_STAGES": self.stages}
@@ -105,7 +119,8 @@ SM90 = (9, 0)
 def decode_config(rows: int, cc: tuple[int, int], head_dim: int = 576, path: str | None = None) -> DecodeConfig:
     """The kernel and tile shape for `rows` query rows per kv head on a GPU of compute capability `cc`.
 
-    Hopper (cc 9.0) takes the wgmma kernel. Elsewhere, few rows (small h_q per kv head, the
+    Hopper (cc 9.0) takes a wgmma kernel: the narrow one for at most 32 rows (unless the
+    environment sets CUPYMLA_SM90_NARROW=0, to compare), else the 64-row one. Elsewhere, few rows (small h_q per kv head, the
     memory-bound case) get a short m tile so the tensor cores do not multiply padding; GPUs
     with ~100 KB of shared memory per CTA get one stage. ``path`` (or the environment variable
     CUPYMLA_DECODE_PATH) forces "sm80" or "sm90", e.g. to test the portable path on Hopper.
@@ -114,6 +129,8 @@ def decode_config(rows: int, cc: tuple[int, int], head_dim: int = 576, path: str
     if path == "sm90":
         if tuple(cc) != SM90:
             raise ValueError(f"decode path sm90 needs compute capability 9.0, got {cc}")
+        if rows <= 32 and os.environ.get("CUPYMLA_SM90_NARROW", "1") != "0":
+            return DecodeConfig(16 if rows <= 16 else 32, 1, 64, 2, head_dim, "sm90")
         return DecodeConfig(64, 2, 64, 2, head_dim, "sm90")
     if path != "sm80":
         raise ValueError(f"CUPYMLA_DECODE_PATH: expected 'sm80' or 'sm90', got {path!r}")
@@ -193,6 +210,7 @@ def _parse_ptxas(log: str, c: Compiled) -> None:
 
 
 KERNEL_NAMES = {"decode_sm80.cu": "mla_decode_sm80", "decode_sm90.cu": "mla_decode_sm90",
+                "decode_sm90_narrow.cu": "mla_decode_sm90_narrow",
                 "combine.cu": "mla_combine", "metadata.cu": "mla_metadata"}
 
 
@@ -265,7 +283,7 @@ def device_info(device_id: int) -> dict:
 
 def _target_arch(cc: tuple[int, int], file: str) -> str:
     """The real arch if this NVRTC knows it, else PTX of the newest arch it knows below it."""
-    if file == "decode_sm90.cu":
+    if file.startswith("decode_sm90"):
         return "sm_90a"   # wgmma exists only in the arch-specific target
     supported = [a for a in _nvrtc().getSupportedArchs() if a <= cc[0] * 10 + cc[1]]
     want = cc[0] * 10 + cc[1]

@@ -38,7 +38,7 @@ extern "C" __global__ void probe(const u16* a, const u16* b, float* c, int mode,
         float d[16];
         wgmma_fence();
         for (int k = 0; k < 4; ++k)
-            wgmma_m64n32k16_ss<0>(d, smem_desc(sa + k * 16, 16, 1024), smem_desc(sb + k * 16, 16, 1024), k > 0);
+            wgmma_m64n32k16_ss<0, 0>(d, smem_desc(sa + k * 16, 16, 1024), smem_desc(sb + k * 16, 16, 1024), k > 0);
         wgmma_commit(); wgmma_wait<0>(); reg_fence(d);
         for (int j = 0; j < 4; ++j) for (int h = 0; h < 2; ++h) for (int e = 0; e < 2; ++e)
             c[(16 * warp + lane / 4 + 8 * h) * 32 + 8 * j + 2 * (lane % 4) + e] = d[4 * j + 2 * h + e];

@@ -25,6 +25,7 @@ ROWS = [1, 16, 17, 32, 33, 64, 128, 2048]
 def default_decode_path(monkeypatch):
     """Tests see the automatic kernel choice, whatever the environment forces."""
     monkeypatch.delenv("CUPYMLA_DECODE_PATH", raising=False)
+    monkeypatch.delenv("CUPYMLA_SM90_NARROW", raising=False)
 
 
 @pytest.fixture
@@ -118,9 +119,14 @@ def test_decode_config(cc, rows):
     want_m = 16 if rows <= 16 else 32 if rows <= 32 else 64
     for head_dim in (576, 512):
         auto = decode_config(rows, cc, head_dim)
-        if cc == (9, 0):   # Hopper: the wgmma kernel, fixed 64 x 64 tiles
-            assert (auto.path, auto.block_m, auto.block_n, auto.threads) == ("sm90", 64, 64, 256)
-            assert auto.file == "decode_sm90.cu" and auto.defines() == {"MLA_HEAD_DIM": head_dim}
+        if cc == (9, 0):   # Hopper: a wgmma kernel, 64 tokens a tile; the narrow one for <= 32 rows
+            if rows <= 32:
+                assert (auto.path, auto.block_m, auto.block_n, auto.threads) == ("sm90", want_m, 64, 128)
+                assert auto.file == "decode_sm90_narrow.cu"
+                assert auto.defines() == {"MLA_HEAD_DIM": head_dim, "MLA_BLOCK_M": want_m}
+            else:
+                assert (auto.path, auto.block_m, auto.block_n, auto.threads) == ("sm90", 64, 64, 256)
+                assert auto.file == "decode_sm90.cu" and auto.defines() == {"MLA_HEAD_DIM": head_dim}
             assert auto.smem_bytes <= smem_optin(cc), (auto, smem_optin(cc))
             assert auto in kernels.all_decode_configs(cc)
             assert ctas_per_sm(auto, smem_optin(cc) + 1024, 255) >= 1
@@ -143,7 +149,9 @@ def test_decode_config(cc, rows):
 
 @pytest.mark.parametrize("cfg", [DecodeConfig(64, 2, 32, 2), DecodeConfig(16, 4, 32, 2), DecodeConfig(32, 4, 32, 1),
                                  DecodeConfig(64, 2, 16, 1, 512), DecodeConfig(64, 2, 64, 2, 576, "sm90"),
-                                 DecodeConfig(64, 2, 64, 2, 512, "sm90")], ids=str)
+                                 DecodeConfig(64, 2, 64, 2, 512, "sm90"), DecodeConfig(16, 1, 64, 2, 576, "sm90"),
+                                 DecodeConfig(32, 1, 64, 2, 576, "sm90"), DecodeConfig(32, 1, 64, 2, 512, "sm90")],
+                         ids=str)
 def test_smem_bytes_cover_the_kernels_struct(cfg):
     """The host's window size must hold the kernel's `struct Smem` (checked by NVRTC itself);
     the sm90 kernel also needs up to 1 KB to align it to 1024 bytes."""

@@ -1,0 +1,279 @@
+// Hopper (sm_90a) paged MLA decode for few query rows per kv head (at most 32: h_q / h_kv = 16 or
+// 32 at s_q = 1, the memory-bound shapes of tensor-parallel serving). decode_sm90.cu takes more.
+//
+// decode_sm90.cu multiplies 64 query rows at a time (the M of wgmma): with 16 rows, three quarters
+// of its tensor work is padding, and it reads Q from shared memory once per 32 tokens. Here the
+// products are transposed, so that the 64 rows of a wgmma are tokens and the few query rows are
+// its N (BLOCK_M, 16 or 32):
+//     S^T [64 tokens x N] = K [64 x d] . Q^T [d x N]        (wgmma m64nNk16, A and B K-major)
+//     O^T [512 x N]     += V^T [512 x 64] . P^T [64 x N]     (8 of them, one per 64 columns of V;
+//                                                            A = V^T read MN-major from the K tile)
+// Every K/V byte is read from shared memory about once per product, and one warpgroup (128
+// threads) holds O^T in registers (8 x N/2 floats a thread). Softmax runs down the columns: a
+// query row's maximum and sum are reduced over the 64 tokens of the tile (shuffles, then the 4
+// warps through shared memory).
+//
+// Same contract, grid and scheduler as the other decode kernels (one CTA per (m tile, kv head,
+// part); split sequences write pieces for combine.cu). The copy engine (TMA) fetches the next
+// tile while the current one is multiplied (two stages), across sequence boundaries too
+// (common/kv_tiles.cuh): thread 0 asks for tile i + 1 as soon as tile i has landed.
+//
+// Compile-time configuration: MLA_FP16 (0 = bf16, 1 = fp16), MLA_HEAD_DIM (576 or 512),
+// MLA_BLOCK_M (16 or 32).
+#ifndef MLA_HEAD_DIM
+#define MLA_HEAD_DIM 576
+#endif
+#include "common/params.cuh"
+#include "common/ptx.cuh"
+#include "common/sm90.cuh"
+#include "common/epilogue.cuh"
+#include "common/piece.cuh"
+#include "common/kv_tiles.cuh"
+
+#ifndef MLA_BLOCK_M
+#define MLA_BLOCK_M 16
+#endif
+
+namespace {
+
+constexpr int D = MLA_HEAD_DIM;
+constexpr int BLOCK_M = MLA_BLOCK_M;         // query rows: the N of every wgmma
+constexpr int BLOCK_N = KV_TILE;             // tokens a tile: the M of every wgmma
+constexpr int THREADS = 128;
+constexpr int SLICES = KV_SLICES;
+constexpr int SLICE = KV_SLICE;
+constexpr int Q_SLICE = BLOCK_M * 64;        // elements in one slice of Q
+constexpr int ACC = BLOCK_M / 2;             // accumulator registers of one m64nN product
+constexpr int COLS = BLOCK_M / 4;            // query rows (accumulator columns) a thread holds
+static_assert(BLOCK_M == 16 || BLOCK_M == 32, "MLA_BLOCK_M must be 16 or 32");
+
+typedef u16 elem_t;
+
+struct __align__(1024) Smem {
+    elem_t k[2][SLICES * SLICE];             // two stages of 64 tokens (V is the first 512 columns)
+    elem_t q[SLICES * Q_SLICE];
+    elem_t p[Q_SLICE];                       // P^T of one tile, BLOCK_M x 64 tokens, K-major
+    float col_max[4][BLOCK_M];               // per warp, exchanged each tile
+    float col_sum[4][BLOCK_M];
+    unsigned long long k_full[2];            // the tile of stage s has landed
+};
+
+__device__ __forceinline__ void load_q(const DecodeParams& p, elem_t* sq, int b, int g, int m0) {
+    const elem_t* q = static_cast<const elem_t*>(p.q);
+    for (int c = threadIdx.x; c < BLOCK_M * (D / 8); c += THREADS) {
+        const int r = c / (D / 8), col = (c % (D / 8)) * 8;
+        const int row = m0 + r;
+        const bool valid = row < p.rows;   // padding rows read as zeros: finite scores, never stored
+        const int s = valid ? row / p.heads_per_kv : 0;
+        const int h = g * p.heads_per_kv + (valid ? row % p.heads_per_kv : 0);
+        const elem_t* src = q + b * p.q_stride_b + s * p.q_stride_s + h * p.q_stride_h + col;
+        cp_async16(sq + swz(BLOCK_M, r, col), valid ? src : q, valid);
+    }
+}
+
+template <int TRANS_A>
+__device__ __forceinline__ void wgmma_n(float (&d)[ACC], u64 desc_a, u64 desc_b, int accumulate) {
+    if constexpr (BLOCK_M == 16) wgmma_m64n16k16_ss<TRANS_A, 0>(d, desc_a, desc_b, accumulate);
+    else wgmma_m64n32k16_ss<TRANS_A, 0>(d, desc_a, desc_b, accumulate);
+}
+
+}  // namespace
+
+extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_narrow(const __grid_constant__ DecodeParams p) {
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    // The dynamic window is only guaranteed 16-byte alignment: round up to 1024 for the swizzle,
+    // offsetting the __shared__ array itself so accesses stay shared-memory ones.
+    Smem& sm = *reinterpret_cast<Smem*>(smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023));
+    {   // The host sizes the window (kernels.DecodeConfig.smem_bytes) and brings a tensor map.
+        u32 window;
+        asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(window));
+        if ((size_t)(reinterpret_cast<unsigned char*>(&sm) - smem_raw) + sizeof(Smem) > window || p.k_box_rows < 16)
+            __trap();
+    }
+
+    const int m0 = blockIdx.x * BLOCK_M;
+    const int g = blockIdx.y;
+    const int part = blockIdx.z;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int gq = lane / 4, tq = lane % 4;
+
+    const int* sched = p.sched + part * 8;
+    const int b_begin = sched[0], b_end = sched[2];
+
+    // Accumulator layout (m64nN): this thread holds tokens (rows) 16 warp + gq + 8 h, h < 2, and
+    // query rows (columns) 8 j + 2 tq + e, e < 2: element [4 j + 2 h + e]; column index 2 j + e.
+    Cursor cur;
+    int pages[KV_MAX_PAGES];
+    if (threadIdx.x == 0) {
+        mbar_init(&sm.k_full[0], 1);
+        mbar_init(&sm.k_full[1], 1);
+        mbar_init_fence();
+        cur = seek(p, sched, b_begin, b_end, m0, BLOCK_M);
+        if (cur.b <= b_end) {
+            fetch_pages(p, pages, cur);
+            load_next(p, sched, cur, pages, sm.k[0], &sm.k_full[0], g, b_end, m0, BLOCK_M);
+        }
+    }
+    int tiles_done = 0;   // tiles consumed so far: gives each barrier's stage and phase
+
+    // wgmma descriptors of the operand bases, made once; a k step or a stage adds a constant to
+    // the address field (16-byte units), which is far cheaper than rebuilding a descriptor.
+    const u64 desc_q = smem_desc(sm.q, 16, 1024);
+    const u64 desc_p = smem_desc(sm.p, 16, 1024);
+    const u64 desc_k0 = smem_desc(sm.k[0], 16, 1024);
+    const u64 desc_v0 = smem_desc(sm.k[0], 64 * 128, 8 * 128);   // MN-major: 8-token groups 1 KB apart
+    constexpr u64 STAGE_STEP = (SLICES * SLICE * 2) >> 4;
+
+    for (int b = b_begin; b <= b_end; ++b) {
+        const Piece pc = piece_of(p, sched, b);
+        const int num_tiles = tiles_of(p, pc, m0, BLOCK_M, BLOCK_N);
+        const int load_end = load_end_of(p, pc);
+        int limit[COLS];
+#pragma unroll
+        for (int c = 0; c < COLS; ++c) limit[c] = key_limit(p, pc, m0 + 8 * (c / 2) + 2 * tq + c % 2);
+
+        float o[8][ACC];
+#pragma unroll
+        for (int i = 0; i < 8; ++i)
+#pragma unroll
+            for (int r = 0; r < ACC; ++r) o[i][r] = 0.f;
+        float col_max[COLS], col_sum[COLS];   // col_sum: this thread's tokens only, added up at the end
+#pragma unroll
+        for (int c = 0; c < COLS; ++c) col_max[c] = -inf_f(), col_sum[c] = 0.f;
+
+        __syncthreads();  // the previous sequence is done with q (and barrier init is seen)
+        if (num_tiles > 0) load_q(p, sm.q, b, g, m0);
+        cp_async_commit();
+
+        for (int it = 0; it < num_tiles; ++it, ++tiles_done) {
+            const int t0 = pc.start + it * BLOCK_N;
+            const int stage = tiles_done % 2;
+            elem_t* sk = sm.k[stage];
+            cp_async_wait<0>();   // q (first tile only)
+            mbar_wait(&sm.k_full[stage], (tiles_done / 2) & 1);
+            zero_tail<THREADS>(sk, load_end - t0);
+            fence_proxy_async();
+            __syncthreads();  // the tile landed (and its tail is zeroed) for everyone
+            if (threadIdx.x == 0 && cur.b <= b_end)
+                load_next(p, sched, cur, pages, sm.k[1 - stage], &sm.k_full[1 - stage], g, b_end, m0, BLOCK_M);
+            const u64 desc_k = desc_k0 + stage * STAGE_STEP, desc_v = desc_v0 + stage * STAGE_STEP;
+
+            // 1. S^T = K Q^T.
+            float s[ACC];
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < D / 16; ++kk) {
+                const int slice = kk / 4, k16 = (kk % 4) * 32;   // 16 columns = 32 bytes
+                wgmma_n<0>(s, desc_k + ((slice * SLICE * 2 + k16) >> 4), desc_q + ((slice * Q_SLICE * 2 + k16) >> 4),
+                           kk > 0);
+            }
+            wgmma_commit();
+            wgmma_wait<0>();
+            reg_fence(s);
+
+            // 2. Softmax down each column: mask, maxima over this thread's two tokens, the 8
+            // lanes that share the column, then the 4 warps.
+            float mx[COLS];
+#pragma unroll
+            for (int c = 0; c < COLS; ++c) {
+                const int j = c / 2, e = c % 2;
+                mx[c] = -inf_f();
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const int t = t0 + 16 * warp + gq + 8 * h;
+                    float& v = s[4 * j + 2 * h + e];
+                    v = t < limit[c] ? v * p.scale_log2 : -inf_f();
+                    mx[c] = fmaxf(mx[c], v);
+                }
+                mx[c] = fmaxf(mx[c], __shfl_xor_sync(0xffffffffu, mx[c], 4));
+                mx[c] = fmaxf(mx[c], __shfl_xor_sync(0xffffffffu, mx[c], 8));
+                mx[c] = fmaxf(mx[c], __shfl_xor_sync(0xffffffffu, mx[c], 16));
+                if (gq == 0) sm.col_max[warp][8 * j + 2 * tq + e] = mx[c];
+            }
+            __syncthreads();
+            float rescale[COLS];
+            bool moved = false;
+#pragma unroll
+            for (int c = 0; c < COLS; ++c) {
+                const int col = 8 * (c / 2) + 2 * tq + c % 2;
+                const float m4 = fmaxf(fmaxf(sm.col_max[0][col], sm.col_max[1][col]),
+                                       fmaxf(sm.col_max[2][col], sm.col_max[3][col]));
+                const float new_max = fmaxf(col_max[c], m4);
+                const float base = new_max == -inf_f() ? 0.f : new_max;   // no key seen yet: avoid inf - inf
+                rescale[c] = fast_exp2(col_max[c] - base);
+                moved |= rescale[c] != 1.f;
+                col_max[c] = new_max;
+                col_sum[c] *= rescale[c];
+                const int j = c / 2, e = c % 2;
+                const float p0 = fast_exp2(s[4 * j + e] - base), p1 = fast_exp2(s[4 * j + 2 + e] - base);
+                col_sum[c] += p0 + p1;
+                // P^T row `col`, tokens 16 warp + gq and + 8.
+                const u32 two = pack2(p0, p1);
+                sm.p[swz(BLOCK_M, col, 16 * warp + gq)] = (elem_t)(two & 0xffffu);
+                sm.p[swz(BLOCK_M, col, 16 * warp + gq + 8)] = (elem_t)(two >> 16);
+            }
+            // Once the maxima settle, most tiles move none of them: skip the multiplies.
+            if (__any_sync(0xffffffffu, moved)) {
+#pragma unroll
+                for (int i = 0; i < 8; ++i)
+#pragma unroll
+                    for (int c = 0; c < COLS; ++c)
+#pragma unroll
+                        for (int h = 0; h < 2; ++h) o[i][4 * (c / 2) + 2 * h + c % 2] *= rescale[c];
+            }
+            fence_proxy_async();
+            __syncthreads();  // all of P^T written
+
+            // 3. O^T += V^T P^T, 64 columns of V at a time.
+            wgmma_fence();
+#pragma unroll
+            for (int i = 0; i < 8; ++i)
+#pragma unroll
+                for (int kt = 0; kt < BLOCK_N / 16; ++kt)
+                    // V: slice i, 16 tokens (16 rows of 128 bytes) a step; P^T: 16 tokens = 32 bytes.
+                    wgmma_n<1>(o[i], desc_v + ((i * SLICE * 2 + kt * 16 * 128) >> 4), desc_p + kt * 2, 1);
+            wgmma_commit();
+            wgmma_wait<0>();
+#pragma unroll
+            for (int i = 0; i < 8; ++i) reg_fence(o[i]);
+            // The stage is free: refill it now, two tiles ahead, so that two tiles are in flight
+            // while the next one is awaited (refilling after that wait kept only one in flight
+            // and measured 4-7% slower on the memory-bound rows).
+        }
+        cp_async_wait<0>();
+
+        // Epilogue: add up each column's sum over the tile's tokens, normalise, write.
+#pragma unroll
+        for (int c = 0; c < COLS; ++c) {
+            float l = col_sum[c];
+            l += __shfl_xor_sync(0xffffffffu, l, 4);
+            l += __shfl_xor_sync(0xffffffffu, l, 8);
+            l += __shfl_xor_sync(0xffffffffu, l, 16);
+            if (gq == 0) sm.col_sum[warp][8 * (c / 2) + 2 * tq + c % 2] = l;
+        }
+        __syncthreads();
+        const bool whole = pc.pieces <= 1;
+        const int slot = whole ? 0 : accum_slot(p.num_splits, b, pc.split);
+#pragma unroll
+        for (int c = 0; c < COLS; ++c) {
+            const int col = 8 * (c / 2) + 2 * tq + c % 2, row = m0 + col;
+            if (row >= p.rows) continue;
+            const float l = sm.col_sum[0][col] + sm.col_sum[1][col] + sm.col_sum[2][col] + sm.col_sum[3][col];
+            float inv, lse;
+            finish_row(col_max[c], l, whole, inv, lse);
+            const RowOut d = row_out(p, b, g, row, whole, slot, 0);
+            u16* out16 = reinterpret_cast<u16*>(d.out);
+            float* out32 = reinterpret_cast<float*>(d.acc);
+#pragma unroll
+            for (int i = 0; i < 8; ++i)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const int dv = 64 * i + 16 * warp + gq + 8 * h;
+                    const float v = o[i][4 * (c / 2) + 2 * h + c % 2] * inv;
+                    if (whole) out16[dv] = (u16)(pack2(v, 0.f) & 0xffffu);
+                    else out32[dv] = v;
+                }
+            if (warp == 0 && gq == 0) *d.lse = lse;
+        }
+    }
+}

@@ -6,7 +6,10 @@
 //   four to a CTA, each lane owning 16 of the 512 columns.
 // * MLA_COMBINE_WIDE = 1 (few sequences split over up to every SM): a CTA per (row, sequence,
 //   128-column quarter), whose 8 warps take the pieces round-robin and add up through shared
-//   memory. One warp walking 128 pieces in turn was latency-bound (~60 us for b = 1).
+//   memory, each lane owning 4 columns.
+// Either way a warp reads UNROLL pieces at once, the weights apart from the values, so that the
+// loads do not wait on each other: reading one piece's lse, then its values, then the next
+// (v2) made the b = 1 combine take 11 us, latency after latency.
 // Compile with -DMLA_FP16=0/1 for the output type.
 #include "common/params.cuh"
 #include "common/ptx.cuh"
@@ -20,11 +23,46 @@ constexpr int WIDE = MLA_COMBINE_WIDE;
 constexpr int WARPS = WIDE ? 8 : 4;
 constexpr int TASKS_PER_CTA = WIDE ? 1 : 4;
 constexpr int COLS = WIDE ? 128 : 512;        // columns of one CTA
-constexpr int VEC = COLS / 128;               // float4s per lane
+constexpr int VEC = COLS / 128;               // float4s a lane holds
+constexpr int UNROLL = WIDE ? 8 : 4;          // pieces a warp reads at once
+typedef float4 vec_t;
+
+__device__ __forceinline__ void fma_into(float4& acc, float w, const float4& v) {
+    acc.x += w * v.x; acc.y += w * v.y; acc.z += w * v.z; acc.w += w * v.w;
+}
+__device__ __forceinline__ void add_into(vec_t& acc, const vec_t& v) { fma_into(acc, 1.f, v); }
+
+// Wide: the lse of the first MAX_PIECES pieces of the CTA's row, read once (more come from global).
+constexpr int MAX_PIECES = WIDE ? 1024 : 1;
+__shared__ float piece_lse[MAX_PIECES];
+__shared__ float red[2][WARPS];
+
+__device__ __forceinline__ float lse_of(const float* lse_in, long long stride, int k) {
+    return WIDE && k < MAX_PIECES ? piece_lse[k] : lse_in[k * stride];
+}
+
+// Max (or sum) over the warp, and for the wide shape over the CTA (through `slots`).
+template <bool MAX>
+__device__ __forceinline__ float reduce(float v, float* slots) {
+    for (int off = 16; off > 0; off >>= 1) {
+        const float o = __shfl_xor_sync(0xffffffffu, v, off);
+        v = MAX ? fmaxf(v, o) : v + o;
+    }
+    if (!WIDE) return v;
+    if (threadIdx.x % 32 == 0) slots[threadIdx.x / 32] = v;
+    __syncthreads();
+    v = slots[0];
+    for (int w = 1; w < WARPS; ++w) v = MAX ? fmaxf(v, slots[w]) : v + slots[w];
+    return v;
+}
+__device__ __forceinline__ void zero(float4& v) { v = make_float4(0.f, 0.f, 0.f, 0.f); }
+__device__ __forceinline__ void store(u16* out, const float4& v) {
+    *reinterpret_cast<uint2*>(out) = make_uint2(pack2(v.x, v.y), pack2(v.z, v.w));
+}
 }
 
 extern "C" __global__ void __launch_bounds__(WARPS * 32) mla_combine(const CombineParams p) {
-    __shared__ float4 partial[WIDE ? WARPS : 1][32];
+    __shared__ vec_t partial[WIDE ? WARPS : 1][32];
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int b = blockIdx.y;
     const int task = WIDE ? blockIdx.x : blockIdx.x * TASKS_PER_CTA + warp;   // over h_kv * rows
@@ -36,30 +74,50 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) mla_combine(const Combi
     const long long first = (long long)accum_slot(p.num_splits, b, 0) * stride + task;
     const float* lse_in = p.lse_accum + first;
 
-    // Every warp works out the total lse itself: pieces are few per lane, and it saves a barrier.
+    // The total lse. Narrow: each warp works it out alone (a few pieces, no barrier). Wide: the
+    // CTA's threads share the pieces and keep their lse in shared memory; every warp reading
+    // all of them (strided, a sector each) made L2 traffic the bottleneck of a long sequence.
+    const int first_k = WIDE ? threadIdx.x : lane, step_k = WIDE ? WARPS * 32 : 32;
     float mx = -inf_f();
-    for (int k = lane; k < pieces; k += 32) mx = fmaxf(mx, lse_in[k * stride]);
-    for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+    for (int k = first_k; k < pieces; k += step_k) {
+        const float l = lse_in[k * stride];
+        if (WIDE && k < MAX_PIECES) piece_lse[k] = l;
+        mx = fmaxf(mx, l);
+    }
+    mx = reduce<true>(mx, red[0]);
     const float base = mx == -inf_f() ? 0.f : mx;
     float sum = 0.f;
-    for (int k = lane; k < pieces; k += 32) sum += __expf(lse_in[k * stride] - base);
-    for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    for (int k = first_k; k < pieces; k += step_k) sum += __expf(lse_of(lse_in, stride, k) - base);
+    sum = reduce<false>(sum, red[1]);
     const float lse = sum > 0.f ? base + __logf(sum) : inf_f();   // +inf: no piece saw a key
 
-    // Lane l owns columns col0 + 4l .. 4l+3 of each 128-column stripe: 16-byte loads, coalesced.
-    float4 acc[VEC];
+    // Lane l owns columns col0 + 4 l + 128 j (+ 0 .. 3): 16-byte loads, coalesced.
+    // A piece's weight exp(lse_k - lse) is 0 for an empty piece (lse_k = -inf, values 0) and for
+    // every piece when none saw a key (lse = +inf).
+    vec_t acc[VEC];
 #pragma unroll
-    for (int j = 0; j < VEC; ++j) acc[j] = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 4
-    for (int k = WIDE ? warp : 0; k < pieces; k += WIDE ? WARPS : 1) {
-        const float lk = lse_in[k * stride];
-        if (lk == -inf_f()) continue;   // an empty piece: no weight
-        const float w = __expf(lk - lse);
-        const float4* src = reinterpret_cast<const float4*>(p.o_accum + (first + k * stride) * 512 + col0) + lane;
+    for (int j = 0; j < VEC; ++j) zero(acc[j]);
+    const int step = WIDE ? WARPS : 1;
+    for (int k0 = WIDE ? warp : 0; k0 < pieces; k0 += UNROLL * step) {
+        float lk[UNROLL];
+        vec_t v[UNROLL][VEC];
 #pragma unroll
-        for (int j = 0; j < VEC; ++j) {
-            const float4 v = src[j * 32];
-            acc[j].x += w * v.x; acc[j].y += w * v.y; acc[j].z += w * v.z; acc[j].w += w * v.w;
+        for (int u = 0; u < UNROLL; ++u) {
+            const int k = k0 + u * step;
+            const bool here = k < pieces;
+            lk[u] = here ? lse_of(lse_in, stride, k) : -inf_f();
+            const vec_t* src = reinterpret_cast<const vec_t*>(p.o_accum + (first + k * stride) * 512 + col0) + lane;
+#pragma unroll
+            for (int j = 0; j < VEC; ++j) {
+                if (here) v[u][j] = src[j * 32];
+                else zero(v[u][j]);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            const float w = __expf(lk[u] - lse);
+#pragma unroll
+            for (int j = 0; j < VEC; ++j) fma_into(acc[j], w, v[u][j]);
         }
     }
     if (WIDE) {   // add up the warps' sums; warp 0 writes
@@ -67,19 +125,11 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) mla_combine(const Combi
         __syncthreads();
         if (warp != 0) return;
 #pragma unroll
-        for (int w = 1; w < WARPS; ++w) {
-            const float4 v = partial[w][lane];
-            acc[0].x += v.x; acc[0].y += v.y; acc[0].z += v.z; acc[0].w += v.w;
-        }
+        for (int w = 1; w < WARPS; ++w) add_into(acc[0], partial[w][lane]);
     }
     const int s = row / p.heads_per_kv, h = g * p.heads_per_kv + row % p.heads_per_kv;
     u16* out = static_cast<u16*>(p.out) + b * p.o_stride_b + s * p.o_stride_s + h * p.o_stride_h + col0;
 #pragma unroll
-    for (int j = 0; j < VEC; ++j) {
-        uint2 v;
-        v.x = pack2(acc[j].x, acc[j].y);
-        v.y = pack2(acc[j].z, acc[j].w);
-        *reinterpret_cast<uint2*>(out + j * 128 + lane * 4) = v;
-    }
+    for (int j = 0; j < VEC; ++j) store(out + j * 128 + lane * 4, acc[j]);
     if (lane == 0 && col0 == 0) p.lse[((long long)b * p.h_q + h) * p.s_q + s] = lse;
 }

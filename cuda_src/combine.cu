@@ -69,6 +69,10 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) mla_combine(const Combi
     const int col0 = WIDE ? blockIdx.z * COLS : 0;
     const int pieces = p.num_splits[b + 1] - p.num_splits[b];
     if (pieces <= 1 || task >= p.h_kv * p.rows) return;   // uniform over a WIDE CTA
+#if __CUDA_ARCH__ >= 900
+    // Launched to overlap the decode kernel (launch.py, overlap_previous): wait for its results.
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
     const int g = task / p.rows, row = task % p.rows;
     const long long stride = (long long)p.h_kv * p.rows;   // between consecutive slots
     const long long first = (long long)accum_slot(p.num_splits, b, 0) * stride + task;

@@ -91,6 +91,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_narrow(
             __trap();
     }
 
+    launch_dependents();
     const int m0 = blockIdx.x * BLOCK_M;
     const int g = blockIdx.y;
     const int part = blockIdx.z;

@@ -240,7 +240,10 @@ class _DecodePlan:
             scale_log2=scale * _LOG2E, k_box_rows=0, k_map=tma.ZERO_MAP, **common)
         self.combine_params = params.Prepacked(params.COMBINE_PARAMS, 5, **common)
         self.decode = self.portable() if _runs_portable(cfg, shape.page_size) else self._launcher(cfg)
-        self.combine = launch.Launcher(combine, *combine_grid, 0, self.combine_params)
+        # Hopper: the combine's CTAs get scheduled while the decode runs and wait on it in the
+        # kernel, which hides the combine's launch (programmatic dependent launch, launch.py).
+        hopper = kernels.device_info(shape.device)["cc"] >= (9, 0)
+        self.combine = launch.Launcher(combine, *combine_grid, 0, self.combine_params, overlap_previous=hopper)
         self.out_strides = (shape.s_q * shape.h_q * HEAD_DIM_V, shape.h_q * HEAD_DIM_V, HEAD_DIM_V)   # a new out
         self.last_k_map = (None, None)   # (k_cache pointer, its tensor map)
         self._scratch = {}

@@ -5,6 +5,12 @@ so a launch only has to hand the driver a pointer to those bytes. A CuPy ``RawKe
 spends ~10 us of Python/Cython on boxing its arguments, twice per decode call, which is most of
 the host time the issue's 15 us budget allows. Where the driver library cannot be loaded by
 name (an unusual install), launches go through CuPy as before.
+
+A launcher made with ``overlap_previous=True`` goes through ``cuLaunchKernelEx`` with
+programmatic stream serialization (Hopper's programmatic dependent launch): its CTAs may be
+scheduled while the previous kernel of the stream is still running, once that kernel's CTAs have
+all executed ``griddepcontrol.launch_dependents``, and they must execute ``griddepcontrol.wait``
+before reading what it wrote. The combine kernel uses it to hide its launch behind the decode.
 """
 
 from __future__ import annotations
@@ -15,17 +21,26 @@ import threading
 
 import numpy as np
 
-_launch_kernel = None   # cuLaunchKernel, or False when unavailable
+_launch_kernel = None      # cuLaunchKernel, or False when unavailable
+_launch_kernel_ex = None   # cuLaunchKernelEx where the driver can capture its programmatic launches, else False
 _CUDA_ERROR_INVALID_CONTEXT = 201
+_CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6
+_PDL_MIN_DRIVER = 12030    # CUDA 12.3: programmatic launches captured into graphs keep their edge type
+
+
+def _driver_lib():
+    try:
+        return ctypes.CDLL("nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1")
+    except OSError:
+        return None
 
 
 def _driver_launch():
     global _launch_kernel
     if _launch_kernel is None:
-        try:
-            lib = ctypes.CDLL("nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1")
-            fn = lib.cuLaunchKernel
-        except (OSError, AttributeError):
+        lib = _driver_lib()
+        fn = getattr(lib, "cuLaunchKernel", None) if lib else None
+        if fn is None:
             _launch_kernel = False
         else:
             u = ctypes.c_uint
@@ -35,13 +50,38 @@ def _driver_launch():
     return _launch_kernel
 
 
+def _driver_launch_ex():
+    global _launch_kernel_ex
+    if _launch_kernel_ex is None:
+        _launch_kernel_ex = False
+        lib = _driver_lib()
+        fn = getattr(lib, "cuLaunchKernelEx", None) if lib else None
+        version = ctypes.c_int(0)
+        if fn is not None and lib.cuDriverGetVersion(ctypes.byref(version)) == 0 and version.value >= _PDL_MIN_DRIVER:
+            fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+            fn.restype = ctypes.c_int
+            _launch_kernel_ex = fn
+    return _launch_kernel_ex
+
+
+class _LaunchAttribute(ctypes.Structure):   # CUlaunchAttribute: id, padded to 8 bytes, 64-byte value union
+    _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("value", ctypes.c_int), ("value_pad", ctypes.c_char * 60)]
+
+
+class _LaunchConfig(ctypes.Structure):      # CUlaunchConfig
+    _fields_ = [("gridDimX", ctypes.c_uint), ("gridDimY", ctypes.c_uint), ("gridDimZ", ctypes.c_uint),
+                ("blockDimX", ctypes.c_uint), ("blockDimY", ctypes.c_uint), ("blockDimZ", ctypes.c_uint),
+                ("sharedMemBytes", ctypes.c_uint), ("hStream", ctypes.c_void_p),
+                ("attrs", ctypes.POINTER(_LaunchAttribute)), ("numAttrs", ctypes.c_uint)]
+
+
 class Launcher:
     """One kernel of a decode plan with its grid, block and parameter struct: ``launcher(stream,
     pointers, **changed)`` writes the pointers and changed fields into the struct, which lives
     in a buffer of its own, and launches. Reusing the buffer and the ctypes arguments leaves one
     foreign call per launch. A lock guards the buffer: threads may share a plan."""
 
-    def __init__(self, kernel, grid, block, shared_mem: int, prepacked):
+    def __init__(self, kernel, grid, block, shared_mem: int, prepacked, overlap_previous: bool = False):
         self.kernel, self.grid, self.block, self.shared_mem = kernel, tuple(grid), tuple(block), shared_mem
         self.prepacked = prepacked
         self.buf = ctypes.create_string_buffer(bytes(prepacked.raw), len(prepacked.raw))
@@ -52,6 +92,11 @@ class Launcher:
                        u(shared_mem))
         self._last = {}
         self._lock = threading.Lock()
+        self._ex = None   # (config, attribute) of a programmatic launch, when asked for and supported
+        if overlap_previous and _driver_launch() and _driver_launch_ex():
+            attr = _LaunchAttribute(id=_CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, value=1)
+            config = _LaunchConfig(gx, gy, gz, self.block[0], 1, 1, shared_mem, None, ctypes.pointer(attr), 1)
+            self._ex = (config, attr, ctypes.byref(config), ctypes.c_void_p(kernel.kernel.ptr))
 
     def __call__(self, stream_ptr: int, pointers, **changed):
         fn = _driver_launch()
@@ -62,14 +107,20 @@ class Launcher:
                 self.kernel(self.grid, self.block, (np.frombuffer(bytes(self.buf), dtype=self.prepacked.dtype)[0],),
                             shared_mem=self.shared_mem, stream=cupy.cuda.ExternalStream(stream_ptr))
                 return
-            stream = ctypes.c_void_p(stream_ptr)
-            err = fn(*self._fixed, stream, self._args, None)
+            err = self._launch(fn, stream_ptr)
             if err == _CUDA_ERROR_INVALID_CONTEXT:
                 # A thread whose CUDA runtime state is fresh has no current context yet; setting
                 # the (already current) device through the runtime binds its primary context.
                 import cupy
                 cupy.cuda.runtime.setDevice(cupy.cuda.runtime.getDevice())
-                err = fn(*self._fixed, stream, self._args, None)
+                err = self._launch(fn, stream_ptr)
         if err:
-            raise RuntimeError(f"cuLaunchKernel failed with CUDA error {err} (grid {self.grid}, block {self.block}, "
+            raise RuntimeError(f"{'cuLaunchKernelEx' if self._ex else 'cuLaunchKernel'} failed with CUDA error {err} (grid {self.grid}, block {self.block}, "
                                f"{self.shared_mem} bytes of shared memory)")
+
+    def _launch(self, fn, stream_ptr):
+        if self._ex is None:
+            return fn(*self._fixed, ctypes.c_void_p(stream_ptr), self._args, None)
+        config, _, config_ref, func = self._ex
+        config.hStream = stream_ptr
+        return _launch_kernel_ex(config_ref, func, self._args, None)

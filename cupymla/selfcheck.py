@@ -19,6 +19,7 @@ CASES = [  # b, s_q, h_q, h_kv, seqlens, page_size, dtype, causal
     (4, 1, 64, 1, [64, 65, 1, 2000], 256, "bf16", False),
     (2, 1, 16, 1, [33, 400], 1, "fp16", False),
     (12, 1, 32, 1, [300, 5, 800, 64, 1, 0, 129, 1000, 77, 640, 256, 2], 32, "bf16", False),  # narrow combine
+    (3, 2, 16, 1, [1000, 2, 64], 64, "fp16", True),   # 32 rows, causal: Hopper's narrow kernel
 ]
 
 

@@ -61,3 +61,46 @@ def test_launcher_reports_driver_errors(decode_launcher, monkeypatch):
     monkeypatch.setattr(launch, "_launch_kernel", lambda *a: 1)   # CUDA_ERROR_INVALID_VALUE
     with pytest.raises(RuntimeError, match="cuLaunchKernel failed with CUDA error 1"):
         launcher(0, [values[n] for n in params.DECODE_PARAMS.names[:10]], **{k: values[k] for k in CHANGED})
+
+
+class FakeDriverEx:
+    """Stands in for cuLaunchKernelEx: decodes the CUlaunchConfig and its attributes."""
+
+    def __init__(self, nbytes):
+        self.nbytes, self.calls = nbytes, []
+
+    def __call__(self, config_ref, func, args, extra):
+        cfg = ctypes.cast(config_ref, ctypes.POINTER(launch._LaunchConfig)).contents
+        attrs = [(cfg.attrs[i].id, cfg.attrs[i].value) for i in range(cfg.numAttrs)]
+        struct_addr = ctypes.cast(args, ctypes.POINTER(ctypes.c_void_p))[0]
+        self.calls.append(dict(func=func.value, grid=(cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ),
+                               block=(cfg.blockDimX, cfg.blockDimY, cfg.blockDimZ), smem=cfg.sharedMemBytes,
+                               stream=cfg.hStream, attrs=attrs, raw=ctypes.string_at(struct_addr, self.nbytes)))
+        return 0
+
+
+def test_overlapping_launcher_asks_for_programmatic_serialization(monkeypatch):
+    """The C layout of CUlaunchConfig / CUlaunchAttribute (cuda.h), and what the launch carries."""
+    assert ctypes.sizeof(launch._LaunchAttribute) == 72 and ctypes.sizeof(launch._LaunchConfig) == 56
+    assert (launch._LaunchConfig.hStream.offset, launch._LaunchConfig.attrs.offset,
+            launch._LaunchConfig.numAttrs.offset) == (32, 40, 48)
+    values = sample_values(params.COMBINE_PARAMS)
+    template = params.Prepacked(params.COMBINE_PARAMS, 5, **{k: values[k] for k in params.COMBINE_PARAMS.names[5:]})
+    plain, ex = FakeDriver(params.COMBINE_PARAMS.itemsize), FakeDriverEx(params.COMBINE_PARAMS.itemsize)
+    monkeypatch.setattr(launch, "_launch_kernel", plain)
+    monkeypatch.setattr(launch, "_launch_kernel_ex", ex)
+    kernel = SimpleNamespace(kernel=SimpleNamespace(ptr=0xC0DE0))
+    launcher = launch.Launcher(kernel, (16, 1, 4), (256,), 0, template, overlap_previous=True)
+    for call in range(2):
+        launcher(0x7000 + call, [values[n] for n in params.COMBINE_PARAMS.names[:5]])
+        got = ex.calls[-1]
+        assert got["raw"] == params.pack(params.COMBINE_PARAMS, **values).tobytes()
+        assert (got["func"], got["grid"], got["block"], got["smem"], got["stream"]) == \
+            (0xC0DE0, (16, 1, 4), (256, 1, 1), 0, 0x7000 + call)
+        assert got["attrs"] == [(launch._CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, 1)]
+    assert not plain.calls
+
+    monkeypatch.setattr(launch, "_launch_kernel_ex", False)   # old driver: a plain launch
+    launch.Launcher(kernel, (16, 1, 4), (256,), 0, template, overlap_previous=True)(
+        0x7100, [values[n] for n in params.COMBINE_PARAMS.names[:5]])
+    assert plain.calls[-1]["stream"] == 0x7100 and len(ex.calls) == 2

@@ -163,14 +163,16 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v,
         sched, splits = meta.tile_scheduler_metadata, meta.num_splits
 
     # The Hopper kernel loads the cache with the copy engine: a tensor map per cache allocation.
-    decode, box_rows, k_map = plan.decode, plan.box_rows, tma.ZERO_MAP
+    decode, box_rows, k_map, k_rank = plan.decode, plan.box_rows, tma.ZERO_MAP, 0
     if box_rows:
-        k_ptr, k_map = plan.last_k_map   # one (pointer, map) tuple: swapped whole, so thread-safe
+        k_ptr, made = plan.last_k_map   # one (pointer, map) tuple: swapped whole, so thread-safe
         if k_ptr != kc.data.ptr:
-            k_map = tma.k_cache_map(kc, box_rows)
-            plan.last_k_map = (kc.data.ptr, k_map)
-        if k_map is None:   # no cuda-bindings, or the driver refused this layout
-            decode, box_rows, k_map = plan.portable(), 0, tma.ZERO_MAP
+            made = tma.k_cache_map(kc, box_rows)
+            plan.last_k_map = (kc.data.ptr, made)
+        if made is None:   # no cuda-bindings, or the driver refused this layout
+            decode, box_rows = plan.portable(), 0
+        else:
+            k_map, k_rank = made
 
     with arrays.on_device(device_id):
         # Outputs, in q's framework unless the caller brought buffers.
@@ -191,7 +193,8 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v,
         out_ptr, lse_ptr, oa_ptr, la_ptr = out_v.data.ptr, lse_v.data.ptr, o_accum.data.ptr, lse_accum.data.ptr
         decode(stream.ptr, (qc.data.ptr, kc.data.ptr, bt.data.ptr, sl.data.ptr, sched.data.ptr, splits.data.ptr,
                             out_ptr, lse_ptr, oa_ptr, la_ptr),
-               o_stride_b=os_[0], o_stride_s=os_[1], o_stride_h=os_[2], k_box_rows=box_rows, k_map=k_map)
+               o_stride_b=os_[0], o_stride_s=os_[1], o_stride_h=os_[2], k_box_rows=box_rows, k_map_rank=k_rank,
+               k_map=k_map)
         plan.combine(stream.ptr, (oa_ptr, la_ptr, splits.data.ptr, out_ptr, lse_ptr),
                      o_stride_b=os_[0], o_stride_s=os_[1], o_stride_h=os_[2])
 
@@ -237,7 +240,7 @@ class _DecodePlan:
             k_stride_page=ks[0], k_stride_row=ks[1], k_stride_head=ks[2],
             bt_stride_b=bt.strides[0] // 4, max_blocks=bt.shape[1], num_pages=shape.num_pages,
             page_shift=shape.page_size.bit_length() - 1, num_parts=self.num_parts, causal=int(causal),
-            scale_log2=scale * _LOG2E, k_box_rows=0, k_map=tma.ZERO_MAP, **common)
+            scale_log2=scale * _LOG2E, k_box_rows=0, k_map_rank=0, k_map=tma.ZERO_MAP, **common)
         self.combine_params = params.Prepacked(params.COMBINE_PARAMS, 5, **common)
         self.decode = self.portable() if _runs_portable(cfg, shape.page_size) else self._launcher(cfg)
         # Hopper: the combine's CTAs get scheduled while the decode runs and wait on it in the
@@ -245,7 +248,7 @@ class _DecodePlan:
         hopper = kernels.device_info(shape.device)["cc"] >= (9, 0)
         self.combine = launch.Launcher(combine, *combine_grid, 0, self.combine_params, overlap_previous=hopper)
         self.out_strides = (shape.s_q * shape.h_q * HEAD_DIM_V, shape.h_q * HEAD_DIM_V, HEAD_DIM_V)   # a new out
-        self.last_k_map = (None, None)   # (k_cache pointer, its tensor map)
+        self.last_k_map = (None, None)   # (k_cache pointer, (its tensor map's words, rank))
         self._scratch = {}
 
     def _launcher(self, cfg):

@@ -5,6 +5,12 @@ of the driver API) does, so it is a dependency of the cuda12/cuda13 extras. With
 the driver refuses a layout, the API runs the portable kernel instead (api._DecodePlan.portable).
 A map is a 128-byte value tied to one k_cache allocation and layout, so maps are cached by
 (pointer, shape, strides, dtype): a decode step reuses the one made for the previous step.
+
+Two shapes of map (DecodeParams.k_map_rank in cuda_src/common/params.cuh): pages of 64 tokens or
+more get a 5-D view whose single box is a whole 64-token tile in the kernel's slice-by-slice
+layout (its slice axis has a 128-byte stride, smaller than the row axis's: the copy engine
+allows any order of strides); smaller pages, or a driver that refuses that view, get the 4-D
+view with one box per 64-column slice.
 """
 
 from __future__ import annotations
@@ -27,8 +33,8 @@ def box_rows_for(page_size: int) -> int:
 
 
 def k_cache_map(k_cache, box_rows: int):
-    """The map over k_cache [num_pages, page_size, h_kv, d] viewed as (d, h_kv, page_size, num_pages),
-    box (64, 1, box_rows, 1), 128-byte swizzle; None if it cannot be made."""
+    """``(words, rank)``: the 16 words of a map over k_cache [num_pages, page_size, h_kv, d] and
+    its rank (5 or 4, see the module docstring), 128-byte swizzle; None if it cannot be made."""
     key = (k_cache.data.ptr, tuple(k_cache.shape), tuple(k_cache.strides), k_cache.dtype.str, box_rows,
            k_cache.device.id)
     with _LOCK:   # one thread per GPU may call at once
@@ -46,22 +52,30 @@ def k_cache_map(k_cache, box_rows: int):
 
 
 def _encode(k_cache, box_rows):
+    num_pages, page_size, h_kv, d = (int(x) for x in k_cache.shape)
+    sp, sr, sh, _ = (int(s) for s in k_cache.strides)
+    if box_rows == 64:   # a whole tile in one copy: (64 columns, rows, slices, heads, pages)
+        words = _encode_tiled(k_cache, [64, page_size, d // 64, h_kv, num_pages], [sr, 128, sh, sp],
+                              [64, 64, d // 64, 1, 1])
+        if words is not None:
+            return words, 5
+    words = _encode_tiled(k_cache, [d, h_kv, page_size, num_pages], [sh, sr, sp], [64, 1, box_rows, 1])
+    return None if words is None else (words, 4)
+
+
+def _encode_tiled(k_cache, dims, strides, box):
     try:
         from cuda.bindings import driver as cu
     except ImportError:
         return None
-    num_pages, page_size, h_kv, d = (int(x) for x in k_cache.shape)
-    sp, sr, sh, _ = (int(s) for s in k_cache.strides)
     dtype = (cu.CUtensorMapDataType.CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 if k_cache.dtype == BF16
              else cu.CUtensorMapDataType.CU_TENSOR_MAP_DATA_TYPE_FLOAT16)
     u64, u32 = cu.cuuint64_t, cu.cuuint32_t
     try:
         err, tmap = cu.cuTensorMapEncodeTiled(
-            dtype, 4, k_cache.data.ptr,
-            [u64(d), u64(h_kv), u64(page_size), u64(num_pages)],
-            [u64(sh), u64(sr), u64(sp)],
-            [u32(64), u32(1), u32(box_rows), u32(1)],
-            [u32(1)] * 4,
+            dtype, len(dims), k_cache.data.ptr,
+            [u64(x) for x in dims], [u64(x) for x in strides], [u32(x) for x in box],
+            [u32(1)] * len(dims),
             cu.CUtensorMapInterleave.CU_TENSOR_MAP_INTERLEAVE_NONE,
             cu.CUtensorMapSwizzle.CU_TENSOR_MAP_SWIZZLE_128B,
             cu.CUtensorMapL2promotion.CU_TENSOR_MAP_L2_PROMOTION_L2_256B,

@@ -10,7 +10,7 @@ import pytest
 from cupymla import launch, params
 from tests.test_params_layout import sample_values
 
-CHANGED = ("o_stride_b", "o_stride_s", "o_stride_h", "k_box_rows", "k_map")
+CHANGED = ("o_stride_b", "o_stride_s", "o_stride_h", "k_box_rows", "k_map_rank", "k_map")
 
 
 class FakeDriver:
@@ -47,7 +47,7 @@ def test_launcher_hands_the_driver_the_packed_struct(decode_launcher):
         for n in params.DECODE_PARAMS.names[:10]:
             vals[n] = int(rng.integers(1, 2**47)) * 16
         if call >= 2:
-            vals.update(o_stride_b=7 * 4096, k_box_rows=32, k_map=[int(x) for x in rng.integers(0, 2**62, 16)])
+            vals.update(o_stride_b=7 * 4096, k_box_rows=32, k_map_rank=4, k_map=[int(x) for x in rng.integers(0, 2**62, 16)])
         launcher(0x5000 + call, [vals[n] for n in params.DECODE_PARAMS.names[:10]],
                  **{k: vals[k] for k in CHANGED})
         got = driver.calls[-1]

@@ -263,6 +263,7 @@ def test_mutants_keep_the_alignas():
     (retyped(DP, "q_stride_b", np.uint64), "C type of DecodeParams.q_stride_b"),
     (swapped(DP, "causal", "k_box_rows"), "offset of DecodeParams.causal"),
     (retyped(DP, "k_box_rows", np.int64), "size of DecodeParams.k_box_rows"),
+    (swapped(DP, "k_box_rows", "k_map_rank"), "offset of DecodeParams.k_box_rows"),
     (unaligned(DP, "k_map"), "offset of DecodeParams.k_map"),
     (retyped(DP, "k_map", (np.uint64, 15)), "size of DecodeParams.k_map"),
     (retyped(DP, "k_map", (np.int64, 16)), "C type of DecodeParams.k_map"),
@@ -355,7 +356,7 @@ def test_pack_decode_params_k_map_bytes():
     off = DP.fields["k_map"][1]
     assert off == 256 and len(raw) == DP.itemsize == 384
     assert raw[off:off + 128] == struct.pack("<16Q", *values["k_map"])
-    end = DP.fields["k_box_rows"][1] + 4
+    end = DP.fields["k_map_rank"][1] + 4
     assert raw[end:off] == bytes(off - end)
     # any sequence of 16 ints will do: a tuple, a NumPy array
     for k_map in (tuple(values["k_map"]), np.array(values["k_map"], np.uint64)):
@@ -406,7 +407,8 @@ def test_prepacked_fill_equals_pack():
     """The per-call refill must give the very bytes a full pack gives."""
     values = sample_values(params.DECODE_PARAMS)
     fixed = {k: v for k, v in values.items() if k in params.DECODE_PARAMS.names[10:]}
-    changed = {k: fixed.pop(k) for k in ("o_stride_b", "o_stride_s", "o_stride_h", "k_box_rows", "k_map")}
+    changed = {k: fixed.pop(k) for k in ("o_stride_b", "o_stride_s", "o_stride_h", "k_box_rows", "k_map_rank",
+                                         "k_map")}
     template = params.Prepacked(params.DECODE_PARAMS, 10, **fixed, **{k: (0 if k != "k_map" else [0] * 16)
                                                                        for k in changed})
     got = template.fill([values[n] for n in params.DECODE_PARAMS.names[:10]], **changed)

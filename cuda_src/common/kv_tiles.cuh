@@ -48,12 +48,19 @@ __device__ __forceinline__ void fetch_pages(const DecodeParams& p, int (&pages)[
     }
 }
 
-// Ask the copy engine for the cursor's tile: one box of k_box_rows rows per slice and page.
-// Tokens at or past load_end are not asked for (their block-table entries may be garbage);
-// zero_tail() zeroes them.
+// Ask the copy engine for the cursor's tile. Pages of 64 tokens or more (k_map_rank 5): one copy
+// of the whole tile, every slice (its rows past load_end come from the same page and are zeroed
+// by zero_tail()). Smaller pages: one box of k_box_rows rows per slice and page; tokens at or
+// past load_end are not asked for (their block-table entries may be garbage) and zero_tail()
+// zeroes them. One copy instead of nine took warp 0's issue time off every tile.
 __device__ __forceinline__ void issue_k_tma(const DecodeParams& p, const int (&pages)[KV_MAX_PAGES], u16* sk,
                                             unsigned long long* bar, int g, const Cursor& c) {
     const int rows = p.k_box_rows, page_mask = (1 << p.page_shift) - 1;
+    if (p.k_map_rank == 5) {
+        mbar_arrive_expect_tx(bar, KV_SLICES * KV_TILE * 128);
+        tma_load_5d(sk, &p.k_map, bar, 0, c.t0 & page_mask, 0, g, pages[0]);
+        return;
+    }
     int boxes = 0;
     for (int r0 = 0; r0 < KV_TILE && c.t0 + r0 < c.load_end; r0 += rows) ++boxes;
     mbar_arrive_expect_tx(bar, boxes * KV_SLICES * rows * 128);

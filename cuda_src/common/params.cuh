@@ -36,10 +36,14 @@ struct DecodeParams {
     int num_parts;
     int causal;
     float scale_log2;       // softmax_scale * log2(e)
-    // Hopper only (decode_sm90.cu): a CUtensorMap over k_cache as (d, h_kv, page_size, num_pages),
-    // box (64, 1, k_box_rows, 1), 128-byte swizzle. k_box_rows = 0: no map (the host then runs
-    // decode_sm80.cu, which ignores both fields).
+    // Hopper only (decode_sm90*.cu): a CUtensorMap over k_cache, 128-byte swizzle, either
+    //   k_map_rank 5: (64, page_size, d / 64, h_kv, num_pages), box (64, k_box_rows = 64, d / 64,
+    //                 1, 1): one copy fills a whole 64-token tile, every 64-column slice;
+    //   k_map_rank 4: (d, h_kv, page_size, num_pages), box (64, 1, k_box_rows, 1): one copy per
+    //                 slice and page.
+    // k_box_rows = 0: no map (the host then runs decode_sm80.cu, which ignores these fields).
     int k_box_rows;
+    int k_map_rank;
     alignas(64) unsigned long long k_map[16];
 };
 

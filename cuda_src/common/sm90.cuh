@@ -115,17 +115,32 @@ __device__ __forceinline__ void mbar_wait(unsigned long long* bar, u32 parity) {
     }
 }
 
-// Copy one box of a 4-D tensor map (coordinates innermost first) into shared memory; completion
-// is counted in bytes on `bar`. Coordinates outside the tensor read as zeros, never fault.
-__device__ __forceinline__ void tma_load_4d(void* dst, const void* tmap, unsigned long long* bar,
-                                            int c0, int c1, int c2, int c3) {
-    // The KV cache is read once per call: its lines are the first to go from L2, not the lines
-    // others reuse or the dirty ones that would cost a write-back (measured: b1 h16 64K
-    // about 41.4 -> 37.8 us, h32 and h128 rows +1.5%, h16 b128 rows -1%; bench/NOTES.md).
+// The KV cache is read once per call: its lines are the first to go from L2, not the lines
+// others reuse or the dirty ones that would cost a write-back (measured: b1 h16 64K about
+// 41.4 -> 37.8 us, h32 and h128 rows +1.5%, h16 b128 rows -1%; bench/NOTES.md).
+__device__ __forceinline__ u64 evict_first_policy() {
     u64 policy;
     asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+    return policy;
+}
+
+// Copy one box of a 4-D (5-D) tensor map (coordinates innermost first) into shared memory;
+// completion is counted in bytes on `bar`. Coordinates outside the tensor read as zeros.
+__device__ __forceinline__ void tma_load_4d(void* dst, const void* tmap, unsigned long long* bar,
+                                            int c0, int c1, int c2, int c3) {
+    const u64 policy = evict_first_policy();
     asm volatile("cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.L2::cache_hint"
                  " [%0], [%1, {%2, %3, %4, %5}], [%6], %7;\n"
                  :: "r"(smem_addr(dst)), "l"(tmap), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(smem_addr(bar)), "l"(policy)
+                 : "memory");
+}
+
+__device__ __forceinline__ void tma_load_5d(void* dst, const void* tmap, unsigned long long* bar,
+                                            int c0, int c1, int c2, int c3, int c4) {
+    const u64 policy = evict_first_policy();
+    asm volatile("cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.L2::cache_hint"
+                 " [%0], [%1, {%2, %3, %4, %5, %6}], [%7], %8;\n"
+                 :: "r"(smem_addr(dst)), "l"(tmap), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(c4), "r"(smem_addr(bar)),
+                    "l"(policy)
                  : "memory");
 }

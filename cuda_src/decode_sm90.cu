@@ -55,33 +55,11 @@ struct __align__(1024) Smem {
     unsigned long long k_full[2];            // the tile of stage s has landed
 };
 
-__device__ __forceinline__ void load_q(const DecodeParams& p, elem_t* sq, int b, int g, int m0) {
-    const elem_t* q = static_cast<const elem_t*>(p.q);
-    for (int c = threadIdx.x; c < BLOCK_M * (D / 8); c += THREADS) {
-        const int r = c / (D / 8), col = (c % (D / 8)) * 8;
-        const int row = m0 + r;
-        const bool valid = row < p.rows;
-        const int s = valid ? row / p.heads_per_kv : 0;
-        const int h = g * p.heads_per_kv + (valid ? row % p.heads_per_kv : 0);
-        const elem_t* src = q + b * p.q_stride_b + s * p.q_stride_s + h * p.q_stride_h + col;
-        cp_async16(sq + swz(BLOCK_M, r, col), valid ? src : q, valid);
-    }
-}
-
 }  // namespace
 
 extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90(const __grid_constant__ DecodeParams p) {
     extern __shared__ __align__(1024) unsigned char smem_raw[];
-    // The dynamic shared window is only guaranteed 16-byte alignment: round up to 1024 for the
-    // swizzle. Offsetting the __shared__ array itself (not an integer cast of its address) keeps
-    // the compiler's shared-memory accesses as such instead of generic 64-bit ones.
-    Smem& sm = *reinterpret_cast<Smem*>(smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023));
-    {   // The host sizes the window (kernels.DecodeConfig.smem_bytes) and brings a tensor map.
-        u32 window;
-        asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(window));
-        if ((size_t)(reinterpret_cast<unsigned char*>(&sm) - smem_raw) + sizeof(Smem) > window || p.k_box_rows < 16)
-            __trap();
-    }
+    Smem& sm = smem_window<Smem>(smem_raw, p.k_box_rows < 16);   // the host brings a tensor map
 
     launch_dependents();
     const int m0 = blockIdx.x * BLOCK_M;
@@ -128,7 +106,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90(const _
         const int load_end = load_end_of(p, pc);
 
         __syncthreads();  // the previous sequence is done with q (and barrier init is seen)
-        if (num_tiles > 0) load_q(p, sm.q, b, g, m0);
+        if (num_tiles > 0) load_q<THREADS, BLOCK_M>(p, sm.q, b, g, m0);
         if (num_tiles > 0 && threadIdx.x == 0) {
             Cursor c{b, start, 0, load_end};
             fetch_pages(p, pages, c);

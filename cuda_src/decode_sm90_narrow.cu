@@ -58,19 +58,6 @@ struct __align__(1024) Smem {
     unsigned long long k_full[2];            // the tile of stage s has landed
 };
 
-__device__ __forceinline__ void load_q(const DecodeParams& p, elem_t* sq, int b, int g, int m0) {
-    const elem_t* q = static_cast<const elem_t*>(p.q);
-    for (int c = threadIdx.x; c < BLOCK_M * (D / 8); c += THREADS) {
-        const int r = c / (D / 8), col = (c % (D / 8)) * 8;
-        const int row = m0 + r;
-        const bool valid = row < p.rows;   // padding rows read as zeros: finite scores, never stored
-        const int s = valid ? row / p.heads_per_kv : 0;
-        const int h = g * p.heads_per_kv + (valid ? row % p.heads_per_kv : 0);
-        const elem_t* src = q + b * p.q_stride_b + s * p.q_stride_s + h * p.q_stride_h + col;
-        cp_async16(sq + swz(BLOCK_M, r, col), valid ? src : q, valid);
-    }
-}
-
 template <int TRANS_A>
 __device__ __forceinline__ void wgmma_n(float (&d)[ACC], u64 desc_a, u64 desc_b, int accumulate) {
     if constexpr (BLOCK_M == 16) wgmma_m64n16k16_ss<TRANS_A, 0>(d, desc_a, desc_b, accumulate);
@@ -81,15 +68,7 @@ __device__ __forceinline__ void wgmma_n(float (&d)[ACC], u64 desc_a, u64 desc_b,
 
 extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_narrow(const __grid_constant__ DecodeParams p) {
     extern __shared__ __align__(1024) unsigned char smem_raw[];
-    // The dynamic window is only guaranteed 16-byte alignment: round up to 1024 for the swizzle,
-    // offsetting the __shared__ array itself so accesses stay shared-memory ones.
-    Smem& sm = *reinterpret_cast<Smem*>(smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023));
-    {   // The host sizes the window (kernels.DecodeConfig.smem_bytes) and brings a tensor map.
-        u32 window;
-        asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(window));
-        if ((size_t)(reinterpret_cast<unsigned char*>(&sm) - smem_raw) + sizeof(Smem) > window || p.k_box_rows < 16)
-            __trap();
-    }
+    Smem& sm = smem_window<Smem>(smem_raw, p.k_box_rows < 16);   // the host brings a tensor map
 
     launch_dependents();
     const int m0 = blockIdx.x * BLOCK_M;
@@ -143,7 +122,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_narrow(
         for (int c = 0; c < COLS; ++c) col_max[c] = -inf_f(), col_sum[c] = 0.f;
 
         __syncthreads();  // the previous sequence is done with q (and barrier init is seen)
-        if (num_tiles > 0) load_q(p, sm.q, b, g, m0);
+        if (num_tiles > 0) load_q<THREADS, BLOCK_M>(p, sm.q, b, g, m0);
         cp_async_commit();
 
         for (int it = 0; it < num_tiles; ++it, ++tiles_done) {

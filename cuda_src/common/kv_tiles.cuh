@@ -19,6 +19,22 @@ __device__ __forceinline__ int swz(int rows, int row, int col) {
     return (col / 64) * rows * 64 + row * 64 + ((((col % 64) / 8) ^ (row & 7)) * 8) + (col % 8);
 }
 
+// Q's rows [m0, m0 + block_m) of a kv head (rows past p.rows read as zeros: finite scores, never
+// stored) into a swizzled [block_m x d] operand, with cp.async by all THREADS threads.
+template <int THREADS, int BLOCK_M>
+__device__ __forceinline__ void load_q(const DecodeParams& p, u16* sq, int b, int g, int m0) {
+    const u16* q = static_cast<const u16*>(p.q);
+    for (int c = threadIdx.x; c < BLOCK_M * (MLA_HEAD_DIM / 8); c += THREADS) {
+        const int r = c / (MLA_HEAD_DIM / 8), col = (c % (MLA_HEAD_DIM / 8)) * 8;
+        const int row = m0 + r;
+        const bool valid = row < p.rows;
+        const int s = valid ? row / p.heads_per_kv : 0;
+        const int h = g * p.heads_per_kv + (valid ? row % p.heads_per_kv : 0);
+        const u16* src = q + b * p.q_stride_b + s * p.q_stride_s + h * p.q_stride_h + col;
+        cp_async16(sq + swz(BLOCK_M, r, col), valid ? src : q, valid);
+    }
+}
+
 // Tokens of a piece the loader may fetch: inside it and covered by the block table.
 __device__ __forceinline__ int load_end_of(const DecodeParams& p, const Piece& pc) {
     return (int)min((long long)pc.stop, p.max_blocks << p.page_shift);

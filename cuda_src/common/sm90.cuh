@@ -13,6 +13,20 @@ __device__ __forceinline__ u64 smem_desc(const void* p, u32 lbo_bytes, u32 sbo_b
     return (u64)((a & 0x3FFFF) >> 4) | ((u64)(lbo_bytes >> 4) << 16) | ((u64)(sbo_bytes >> 4) << 32) | (1ull << 62);
 }
 
+// The kernel's struct Smem in the dynamic shared window, which is only guaranteed 16-byte
+// alignment: rounded up to 1024 for the swizzle. Offsetting the __shared__ array itself (not an
+// integer cast of its address) keeps the compiler's accesses shared-memory ones instead of
+// generic 64-bit ones. Traps if the host's window (kernels.DecodeConfig.smem_bytes) is short,
+// or if `bad_params` (the kernel's own checks of its parameters, folded into the same branch).
+template <typename Smem>
+__device__ __forceinline__ Smem& smem_window(unsigned char* raw, bool bad_params) {
+    Smem& sm = *reinterpret_cast<Smem*>(raw + ((1024 - (smem_addr(raw) & 1023)) & 1023));
+    u32 window;
+    asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(window));
+    if ((size_t)(reinterpret_cast<unsigned char*>(&sm) - raw) + sizeof(Smem) > window || bad_params) __trap();
+    return sm;
+}
+
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N>

@@ -120,10 +120,11 @@ def decode_config(rows: int, cc: tuple[int, int], head_dim: int = 576, path: str
     """The kernel and tile shape for `rows` query rows per kv head on a GPU of compute capability `cc`.
 
     Hopper (cc 9.0) takes a wgmma kernel: the narrow one for at most 32 rows (unless the
-    environment sets CUPYMLA_SM90_NARROW=0, to compare), else the 64-row one. Elsewhere, few rows (small h_q per kv head, the
-    memory-bound case) get a short m tile so the tensor cores do not multiply padding; GPUs
-    with ~100 KB of shared memory per CTA get one stage. ``path`` (or the environment variable
-    CUPYMLA_DECODE_PATH) forces "sm80" or "sm90", e.g. to test the portable path on Hopper.
+    environment sets CUPYMLA_SM90_NARROW=0, to compare), else the 64-row one. Elsewhere, few
+    rows (small h_q per kv head, the memory-bound case) get a short m tile so the tensor cores
+    do not multiply padding; GPUs with ~100 KB of shared memory per CTA get one stage. ``path``
+    (or the environment variable CUPYMLA_DECODE_PATH) forces "sm80" or "sm90", e.g. to test the
+    portable path on Hopper.
     """
     path = path or os.environ.get("CUPYMLA_DECODE_PATH") or ("sm90" if tuple(cc) == SM90 else "sm80")
     if path == "sm90":

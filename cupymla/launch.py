@@ -65,7 +65,8 @@ def _driver_launch_ex():
 
 
 class _LaunchAttribute(ctypes.Structure):   # CUlaunchAttribute: id, padded to 8 bytes, 64-byte value union
-    _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("value", ctypes.c_int), ("value_pad", ctypes.c_char * 60)]
+    _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("value", ctypes.c_int),
+                ("value_pad", ctypes.c_char * 60)]
 
 
 class _LaunchConfig(ctypes.Structure):      # CUlaunchConfig
@@ -92,7 +93,9 @@ class Launcher:
                        u(shared_mem))
         self._last = {}
         self._lock = threading.Lock()
-        self._ex = None   # (config, attribute) of a programmatic launch, when asked for and supported
+        # A programmatic launch, when asked for and supported: its CUlaunchConfig, the attribute it
+        # points at (kept alive here), a reference to the config, the function handle.
+        self._ex = None
         if overlap_previous and _driver_launch() and _driver_launch_ex():
             attr = _LaunchAttribute(id=_CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, value=1)
             config = _LaunchConfig(gx, gy, gz, self.block[0], 1, 1, shared_mem, None, ctypes.pointer(attr), 1)
@@ -115,7 +118,8 @@ class Launcher:
                 cupy.cuda.runtime.setDevice(cupy.cuda.runtime.getDevice())
                 err = self._launch(fn, stream_ptr)
         if err:
-            raise RuntimeError(f"{'cuLaunchKernelEx' if self._ex else 'cuLaunchKernel'} failed with CUDA error {err} (grid {self.grid}, block {self.block}, "
+            name = "cuLaunchKernelEx" if self._ex else "cuLaunchKernel"
+            raise RuntimeError(f"{name} failed with CUDA error {err} (grid {self.grid}, block {self.block}, "
                                f"{self.shared_mem} bytes of shared memory)")
 
     def _launch(self, fn, stream_ptr):

@@ -25,12 +25,11 @@ constexpr int TASKS_PER_CTA = WIDE ? 1 : 4;
 constexpr int COLS = WIDE ? 128 : 512;        // columns of one CTA
 constexpr int VEC = COLS / 128;               // float4s a lane holds
 constexpr int UNROLL = WIDE ? 8 : 4;          // pieces a warp reads at once
-typedef float4 vec_t;
 
 __device__ __forceinline__ void fma_into(float4& acc, float w, const float4& v) {
     acc.x += w * v.x; acc.y += w * v.y; acc.z += w * v.z; acc.w += w * v.w;
 }
-__device__ __forceinline__ void add_into(vec_t& acc, const vec_t& v) { fma_into(acc, 1.f, v); }
+__device__ __forceinline__ void add_into(float4& acc, const float4& v) { fma_into(acc, 1.f, v); }
 
 // Wide: the lse of the first MAX_PIECES pieces of the CTA's row, read once (more come from global).
 constexpr int MAX_PIECES = WIDE ? 1024 : 1;
@@ -62,7 +61,7 @@ __device__ __forceinline__ void store(u16* out, const float4& v) {
 }
 
 extern "C" __global__ void __launch_bounds__(WARPS * 32) mla_combine(const CombineParams p) {
-    __shared__ vec_t partial[WIDE ? WARPS : 1][32];
+    __shared__ float4 partial[WIDE ? WARPS : 1][32];
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int b = blockIdx.y;
     const int task = WIDE ? blockIdx.x : blockIdx.x * TASKS_PER_CTA + warp;   // over h_kv * rows
@@ -98,19 +97,19 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) mla_combine(const Combi
     // Lane l owns columns col0 + 4 l + 128 j (+ 0 .. 3): 16-byte loads, coalesced.
     // A piece's weight exp(lse_k - lse) is 0 for an empty piece (lse_k = -inf, values 0) and for
     // every piece when none saw a key (lse = +inf).
-    vec_t acc[VEC];
+    float4 acc[VEC];
 #pragma unroll
     for (int j = 0; j < VEC; ++j) zero(acc[j]);
     const int step = WIDE ? WARPS : 1;
     for (int k0 = WIDE ? warp : 0; k0 < pieces; k0 += UNROLL * step) {
         float lk[UNROLL];
-        vec_t v[UNROLL][VEC];
+        float4 v[UNROLL][VEC];
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) {
             const int k = k0 + u * step;
             const bool here = k < pieces;
             lk[u] = here ? lse_of(lse_in, stride, k) : -inf_f();
-            const vec_t* src = reinterpret_cast<const vec_t*>(p.o_accum + (first + k * stride) * 512 + col0) + lane;
+            const float4* src = reinterpret_cast<const float4*>(p.o_accum + (first + k * stride) * 512 + col0) + lane;
 #pragma unroll
             for (int j = 0; j < VEC; ++j) {
                 if (here) v[u][j] = src[j * 32];

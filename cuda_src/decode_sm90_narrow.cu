@@ -58,6 +58,12 @@ struct __align__(1024) Smem {
     unsigned long long k_full[2];            // the tile of stage s has landed
 };
 
+// Accumulator layout of m64nN (tokens x query rows): thread (warp, lane = 4 gq + tq) holds tokens
+// 16 warp + gq + 8 h (h < 2) of the query rows (columns) 8 j + 2 tq + e (e < 2). A thread's
+// columns are numbered c = 2 j + e < COLS; element [acc_index(c, h)].
+__device__ __forceinline__ int col_of(int c, int tq) { return 8 * (c / 2) + 2 * tq + c % 2; }
+__device__ __forceinline__ int acc_index(int c, int h) { return 4 * (c / 2) + 2 * h + c % 2; }
+
 template <int TRANS_A>
 __device__ __forceinline__ void wgmma_n(float (&d)[ACC], u64 desc_a, u64 desc_b, int accumulate) {
     if constexpr (BLOCK_M == 16) wgmma_m64n16k16_ss<TRANS_A, 0>(d, desc_a, desc_b, accumulate);
@@ -80,8 +86,6 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_narrow(
     const int* sched = p.sched + part * 8;
     const int b_begin = sched[0], b_end = sched[2];
 
-    // Accumulator layout (m64nN): this thread holds tokens (rows) 16 warp + gq + 8 h, h < 2, and
-    // query rows (columns) 8 j + 2 tq + e, e < 2: element [4 j + 2 h + e]; column index 2 j + e.
     Cursor cur;
     int pages[KV_MAX_PAGES];
     if (threadIdx.x == 0) {
@@ -110,7 +114,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_narrow(
         const int load_end = load_end_of(p, pc);
         int limit[COLS];
 #pragma unroll
-        for (int c = 0; c < COLS; ++c) limit[c] = key_limit(p, pc, m0 + 8 * (c / 2) + 2 * tq + c % 2);
+        for (int c = 0; c < COLS; ++c) limit[c] = key_limit(p, pc, m0 + col_of(c, tq));
 
         float o[8][ACC];
 #pragma unroll
@@ -156,26 +160,25 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_narrow(
             float mx[COLS];
 #pragma unroll
             for (int c = 0; c < COLS; ++c) {
-                const int j = c / 2, e = c % 2;
                 mx[c] = -inf_f();
 #pragma unroll
                 for (int h = 0; h < 2; ++h) {
                     const int t = t0 + 16 * warp + gq + 8 * h;
-                    float& v = s[4 * j + 2 * h + e];
+                    float& v = s[acc_index(c, h)];
                     v = t < limit[c] ? v * p.scale_log2 : -inf_f();
                     mx[c] = fmaxf(mx[c], v);
                 }
                 mx[c] = fmaxf(mx[c], __shfl_xor_sync(0xffffffffu, mx[c], 4));
                 mx[c] = fmaxf(mx[c], __shfl_xor_sync(0xffffffffu, mx[c], 8));
                 mx[c] = fmaxf(mx[c], __shfl_xor_sync(0xffffffffu, mx[c], 16));
-                if (gq == 0) sm.col_max[warp][8 * j + 2 * tq + e] = mx[c];
+                if (gq == 0) sm.col_max[warp][col_of(c, tq)] = mx[c];
             }
             __syncthreads();
             float rescale[COLS];
             bool moved = false;
 #pragma unroll
             for (int c = 0; c < COLS; ++c) {
-                const int col = 8 * (c / 2) + 2 * tq + c % 2;
+                const int col = col_of(c, tq);
                 const float m4 = fmaxf(fmaxf(sm.col_max[0][col], sm.col_max[1][col]),
                                        fmaxf(sm.col_max[2][col], sm.col_max[3][col]));
                 const float new_max = fmaxf(col_max[c], m4);
@@ -184,8 +187,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_narrow(
                 moved |= rescale[c] != 1.f;
                 col_max[c] = new_max;
                 col_sum[c] *= rescale[c];
-                const int j = c / 2, e = c % 2;
-                const float p0 = fast_exp2(s[4 * j + e] - base), p1 = fast_exp2(s[4 * j + 2 + e] - base);
+                const float p0 = fast_exp2(s[acc_index(c, 0)] - base), p1 = fast_exp2(s[acc_index(c, 1)] - base);
                 col_sum[c] += p0 + p1;
                 // P^T row `col`, tokens 16 warp + gq and + 8.
                 const u32 two = pack2(p0, p1);
@@ -199,7 +201,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_narrow(
 #pragma unroll
                     for (int c = 0; c < COLS; ++c)
 #pragma unroll
-                        for (int h = 0; h < 2; ++h) o[i][4 * (c / 2) + 2 * h + c % 2] *= rescale[c];
+                        for (int h = 0; h < 2; ++h) o[i][acc_index(c, h)] *= rescale[c];
             }
             fence_proxy_async();
             __syncthreads();  // all of P^T written
@@ -229,14 +231,14 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_narrow(
             l += __shfl_xor_sync(0xffffffffu, l, 4);
             l += __shfl_xor_sync(0xffffffffu, l, 8);
             l += __shfl_xor_sync(0xffffffffu, l, 16);
-            if (gq == 0) sm.col_sum[warp][8 * (c / 2) + 2 * tq + c % 2] = l;
+            if (gq == 0) sm.col_sum[warp][col_of(c, tq)] = l;
         }
         __syncthreads();
         const bool whole = pc.pieces <= 1;
         const int slot = whole ? 0 : accum_slot(p.num_splits, b, pc.split);
 #pragma unroll
         for (int c = 0; c < COLS; ++c) {
-            const int col = 8 * (c / 2) + 2 * tq + c % 2, row = m0 + col;
+            const int col = col_of(c, tq), row = m0 + col;
             if (row >= p.rows) continue;
             const float l = sm.col_sum[0][col] + sm.col_sum[1][col] + sm.col_sum[2][col] + sm.col_sum[3][col];
             float inv, lse;
@@ -249,7 +251,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_narrow(
 #pragma unroll
                 for (int h = 0; h < 2; ++h) {
                     const int dv = 64 * i + 16 * warp + gq + 8 * h;
-                    const float v = o[i][4 * (c / 2) + 2 * h + c % 2] * inv;
+                    const float v = o[i][acc_index(c, h)] * inv;
                     if (whole) out16[dv] = (u16)(pack2(v, 0.f) & 0xffffu);
                     else out32[dv] = v;
                 }

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import sys
 import threading
+from functools import lru_cache
 
 import numpy as np
 
@@ -28,6 +29,7 @@ _CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6
 _PDL_MIN_DRIVER = 12030    # CUDA 12.3: programmatic launches captured into graphs keep their edge type
 
 
+@lru_cache(maxsize=None)
 def _driver_lib():
     try:
         return ctypes.CDLL("nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1")
@@ -93,13 +95,13 @@ class Launcher:
                        u(shared_mem))
         self._last = {}
         self._lock = threading.Lock()
-        # A programmatic launch, when asked for and supported: its CUlaunchConfig, the attribute it
-        # points at (kept alive here), a reference to the config, the function handle.
+        # A programmatic launch, when asked for and supported: its CUlaunchConfig, the attribute
+        # that config points at (kept alive here) and a reference to the config for the call.
         self._ex = None
         if overlap_previous and _driver_launch() and _driver_launch_ex():
             attr = _LaunchAttribute(id=_CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, value=1)
             config = _LaunchConfig(gx, gy, gz, self.block[0], 1, 1, shared_mem, None, ctypes.pointer(attr), 1)
-            self._ex = (config, attr, ctypes.byref(config), ctypes.c_void_p(kernel.kernel.ptr))
+            self._ex = (config, attr, ctypes.byref(config))
 
     def __call__(self, stream_ptr: int, pointers, **changed):
         fn = _driver_launch()
@@ -125,6 +127,6 @@ class Launcher:
     def _launch(self, fn, stream_ptr):
         if self._ex is None:
             return fn(*self._fixed, ctypes.c_void_p(stream_ptr), self._args, None)
-        config, _, config_ref, func = self._ex
+        config, _, config_ref = self._ex
         config.hStream = stream_ptr
-        return _launch_kernel_ex(config_ref, func, self._args, None)
+        return _launch_kernel_ex(config_ref, self._fixed[0], self._args, None)   # _fixed[0]: the function

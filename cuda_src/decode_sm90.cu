@@ -20,9 +20,14 @@
 // 128-byte rows, the 16-byte pieces of row r permuted by r % 8 (the hardware's 128B swizzle),
 // so that wgmma reads it without bank conflicts.
 //
-// Compile-time configuration: MLA_FP16 (0 = bf16, 1 = fp16), MLA_HEAD_DIM (576 or 512).
+// Compile-time configuration: MLA_FP16 (0 = bf16, 1 = fp16), MLA_HEAD_DIM (576 or 512),
+// MLA_KV_SUB_ROWS (64, or 32 for pages of 32 tokens loaded a page per copy: common/kv_tiles.cuh;
+// a compile-time constant because computing the layout at run time cost 2-3% at page 64).
 #ifndef MLA_HEAD_DIM
 #define MLA_HEAD_DIM 576
+#endif
+#ifndef MLA_KV_SUB_ROWS
+#define MLA_KV_SUB_ROWS 64
 #endif
 #include "common/params.cuh"
 #include "common/ptx.cuh"
@@ -40,9 +45,9 @@ constexpr int BLOCK_N = KV_TILE;
 constexpr int THREADS = 256;
 constexpr int SLICES = KV_SLICES;
 constexpr int SLICE = KV_SLICE;
-// Byte offsets of the V operand's descriptor (MN-major, 128B swizzle): between 64-column
-// slices (LBO) and between groups of 8 tokens (SBO).
-constexpr u32 V_LBO = 64 * 128, V_SBO = 8 * 128;
+// Byte offset of the V operand's descriptor (MN-major, 128B swizzle) between groups of 8 tokens;
+// the one between 64-column slices (LBO) depends on the tile's layout and is set at run time.
+constexpr u32 V_SBO = 8 * 128;
 
 typedef u16 elem_t;
 
@@ -59,7 +64,7 @@ struct __align__(1024) Smem {
 
 extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90(const __grid_constant__ DecodeParams p) {
     extern __shared__ __align__(1024) unsigned char smem_raw[];
-    Smem& sm = smem_window<Smem>(smem_raw, p.k_box_rows < 16);   // the host brings a tensor map
+    Smem& sm = smem_window<Smem>(smem_raw, p.k_box_rows < 16 || kv_sub_rows(p) != MLA_KV_SUB_ROWS);
 
     launch_dependents();
     const int m0 = blockIdx.x * BLOCK_M;
@@ -87,8 +92,15 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90(const _
     // address field (16-byte units), which is far cheaper than rebuilding a descriptor.
     const u64 desc_q = smem_desc(sm.q, 16, 1024);
     const u64 desc_p = smem_desc(sm.p, 16, 1024);
-    const u64 desc_k0 = smem_desc(sm.k[0] + 32 * wg * 64, 16, 1024);           // this warpgroup's tokens
-    const u64 desc_v0 = smem_desc(sm.k[0] + 4 * wg * SLICE, V_LBO, V_SBO);     // this warpgroup's columns
+    // A tile may be stored as sub-tiles of R rows (common/kv_tiles.cuh): K's slice step, the
+    // warpgroup's first token and V's k steps depend on R (64: the plain layout).
+    constexpr int R = MLA_KV_SUB_ROWS;
+    constexpr u32 k_slice_step = (R * 64 * 2) >> 4;
+    const u64 desc_k0 = smem_desc(sm.k[0] + kv_offset(R, 32 * wg, 0), 16, 1024);   // this warpgroup's tokens
+    const u64 desc_v0 = smem_desc(sm.k[0] + 4 * wg * R * 64, R * 128, V_SBO);      // this warpgroup's columns
+    u32 v_step[BLOCK_N / 16];   // V's k steps of 16 tokens
+#pragma unroll
+    for (int kt = 0; kt < BLOCK_N / 16; ++kt) v_step[kt] = (kv_offset(R, 16 * kt, 0) * 2) >> 4;
     constexpr u64 STAGE_STEP = (SLICES * SLICE * 2) >> 4;
 
     for (int b = b_begin; b <= b_end; ++b) {
@@ -122,7 +134,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90(const _
             elem_t* sk = sm.k[stage];
             cp_async_wait<0>();   // q (first tile only)
             mbar_wait(&sm.k_full[stage], (tiles_done / 2) & 1);
-            zero_tail<THREADS>(sk, load_end - t0);
+            zero_tail<THREADS>(sk, load_end - t0, R);
             fence_proxy_async();
             __syncthreads();  // tile `it` landed for everyone; p is free
             if (it + 1 < num_tiles && threadIdx.x == 0) {
@@ -140,8 +152,9 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90(const _
             wgmma_fence();
 #pragma unroll
             for (int kk = 0; kk < D / 16; ++kk) {
-                const u64 off = ((kk / 4) * SLICE * 2 + (kk % 4) * 32) >> 4;   // slice, then 16 columns
-                wgmma_m64n32k16_ss<0, 0>(s, desc_q + off, desc_k + off, kk > 0);
+                const u64 q_off = ((kk / 4) * SLICE * 2 + (kk % 4) * 32) >> 4;   // slice, then 16 columns
+                const u64 k_off = (kk / 4) * k_slice_step + (kk % 4) * 2;
+                wgmma_m64n32k16_ss<0, 0>(s, desc_q + q_off, desc_k + k_off, kk > 0);
             }
             wgmma_commit();
             wgmma_wait<0>();
@@ -203,7 +216,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90(const _
 #pragma unroll
             for (int kt = 0; kt < BLOCK_N / 16; ++kt) {
                 // p: 16 columns (32 bytes) a step; v: 16 tokens (16 rows of 128 bytes) a step.
-                wgmma_m64n256k16_ss<1>(o, desc_p + kt * 2, desc_v + kt * 128, 1);
+                wgmma_m64n256k16_ss<1>(o, desc_p + kt * 2, desc_v + v_step[kt], 1);
             }
             wgmma_commit();
             wgmma_wait<0>();

@@ -74,7 +74,7 @@ __device__ __forceinline__ void wgmma_n(float (&d)[ACC], u64 desc_a, u64 desc_b,
 
 extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_narrow(const __grid_constant__ DecodeParams p) {
     extern __shared__ __align__(1024) unsigned char smem_raw[];
-    Smem& sm = smem_window<Smem>(smem_raw, p.k_box_rows < 16);   // the host brings a tensor map
+    Smem& sm = smem_window<Smem>(smem_raw, p.k_box_rows < 16 || kv_sub_rows(p) != KV_TILE);
 
     launch_dependents();
     const int m0 = blockIdx.x * BLOCK_M;
@@ -135,7 +135,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_narrow(
             elem_t* sk = sm.k[stage];
             cp_async_wait<0>();   // q (first tile only)
             mbar_wait(&sm.k_full[stage], (tiles_done / 2) & 1);
-            zero_tail<THREADS>(sk, load_end - t0);
+            zero_tail<THREADS>(sk, load_end - t0, KV_TILE);   // plain layout (checked at the top)
             fence_proxy_async();
             __syncthreads();  // the tile landed (and its tail is zeroed) for everyone
             if (threadIdx.x == 0 && cur.b <= b_end)

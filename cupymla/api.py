@@ -167,7 +167,7 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v,
     if box_rows:
         k_ptr, made = plan.last_k_map   # one (pointer, map) tuple: swapped whole, so thread-safe
         if k_ptr != kc.data.ptr:
-            made = tma.k_cache_map(kc, box_rows)
+            made = tma.k_cache_map(kc, box_rows, plan.sub_tiles)
             plan.last_k_map = (kc.data.ptr, made)
         if made is None:   # no cuda-bindings, or the driver refused this layout
             decode, box_rows = plan.portable(), 0
@@ -222,6 +222,9 @@ class _DecodePlan:
         self.shape = shape
         cfg, self.num_parts = _plan(shape.device, shape.rows, shape.h_kv, shape.head_dim)
         self.box_rows = tma.box_rows_for(shape.page_size) if cfg.path == "sm90" else 0
+        # Pages of 32 on the 64-row kernel: one copy a page, tiles stored as two 32-row sub-tiles,
+        # a kernel variant of its own (MLA_KV_SUB_ROWS in decode_sm90.cu).
+        self.sub_tiles = cfg.file == "decode_sm90.cu" and self.box_rows == 32
         self._portable = None
         # A sequence has about num_parts / batch pieces: many (a short batch split over every SM)
         # take the wide combine, whose CTA's warps share one row's pieces (combine.cu).
@@ -253,7 +256,10 @@ class _DecodePlan:
 
     def _launcher(self, cfg):
         fp16 = int(self.shape.dtype == FP16)
-        fn = kernels.get_function(self.shape.device, cfg.file, {"MLA_FP16": fp16, **cfg.defines()}, cfg.smem_bytes)
+        defines = {"MLA_FP16": fp16, **cfg.defines()}
+        if self.sub_tiles and cfg.file == "decode_sm90.cu":
+            defines["MLA_KV_SUB_ROWS"] = 32
+        fn = kernels.get_function(self.shape.device, cfg.file, defines, cfg.smem_bytes)
         grid = (-(-self.shape.rows // cfg.block_m), self.shape.h_kv, self.num_parts)
         return launch.Launcher(fn, grid, (cfg.threads,), cfg.smem_bytes, self.decode_params)
 

@@ -345,6 +345,8 @@ def _variants_for(arch: str):
     for fp16 in (0, 1):
         for cfg in all_decode_configs(cc):
             yield cfg, {"MLA_FP16": fp16, **cfg.defines()}, cc
+            if cfg.file == "decode_sm90.cu":   # pages of 32: tiles as two sub-tiles (api._DecodePlan)
+                yield cfg, {"MLA_FP16": fp16, **cfg.defines(), "MLA_KV_SUB_ROWS": 32}, cc
         for wide in (0, 1):
             yield "combine.cu", {"MLA_FP16": fp16, "MLA_COMBINE_WIDE": wide}, cc
     yield "metadata.cu", {}, cc

@@ -6,11 +6,12 @@ the driver refuses a layout, the API runs the portable kernel instead (api._Deco
 A map is a 128-byte value tied to one k_cache allocation and layout, so maps are cached by
 (pointer, shape, strides, dtype): a decode step reuses the one made for the previous step.
 
-Two shapes of map (DecodeParams.k_map_rank in cuda_src/common/params.cuh): pages of 64 tokens or
-more get a 5-D view whose single box is a whole 64-token tile in the kernel's slice-by-slice
-layout (its slice axis has a 128-byte stride, smaller than the row axis's: the copy engine
-allows any order of strides); smaller pages, or a driver that refuses that view, get the 4-D
-view with one box per 64-column slice.
+Two shapes of map (DecodeParams.k_map_rank in cuda_src/common/params.cuh): a 5-D view whose
+single box is a page's rows of a tile in every 64-column slice, laid out slice by slice as the
+kernels read them (its slice axis has a 128-byte stride, smaller than the row axis's: the copy
+engine allows any order of strides), for pages of 64 tokens or more, and for pages of 32 where
+the kernel accepts a tile stored as two sub-tiles (decode_sm90.cu); otherwise, or if the driver
+refuses that view, the 4-D view with one box per slice and page.
 """
 
 from __future__ import annotations
@@ -32,17 +33,19 @@ def box_rows_for(page_size: int) -> int:
     return min(page_size, 64) if page_size >= 16 else 0
 
 
-def k_cache_map(k_cache, box_rows: int):
+def k_cache_map(k_cache, box_rows: int, sub_tiles: bool = False):
     """``(words, rank)``: the 16 words of a map over k_cache [num_pages, page_size, h_kv, d] and
-    its rank (5 or 4, see the module docstring), 128-byte swizzle; None if it cannot be made."""
+    its rank (5 or 4, see the module docstring), 128-byte swizzle; None if it cannot be made.
+    ``sub_tiles``: for pages of 32, the kernel reads tiles stored as two 32-row sub-tiles only
+    (decode_sm90.cu compiled with MLA_KV_SUB_ROWS=32), so only the 5-D map will do."""
     key = (k_cache.data.ptr, tuple(k_cache.shape), tuple(k_cache.strides), k_cache.dtype.str, box_rows,
-           k_cache.device.id)
+           sub_tiles, k_cache.device.id)
     with _LOCK:   # one thread per GPU may call at once
         found = _CACHE.get(key)
         if found is not None:
             _CACHE.move_to_end(key)
             return found
-    made = _encode(k_cache, box_rows)
+    made = _encode(k_cache, box_rows, sub_tiles)
     if made is not None:
         with _LOCK:
             _CACHE[key] = made
@@ -51,14 +54,16 @@ def k_cache_map(k_cache, box_rows: int):
     return made
 
 
-def _encode(k_cache, box_rows):
+def _encode(k_cache, box_rows, sub_tiles):
     num_pages, page_size, h_kv, d = (int(x) for x in k_cache.shape)
     sp, sr, sh, _ = (int(s) for s in k_cache.strides)
-    if box_rows == 64:   # a whole tile in one copy: (64 columns, rows, slices, heads, pages)
+    if box_rows == 64 or (box_rows == 32 and sub_tiles):   # (64 columns, rows, slices, heads, pages)
         words = _encode_tiled(k_cache, [64, page_size, d // 64, h_kv, num_pages], [sr, 128, sh, sp],
-                              [64, 64, d // 64, 1, 1])
+                              [64, box_rows, d // 64, 1, 1])
         if words is not None:
             return words, 5
+        if sub_tiles and box_rows == 32:
+            return None   # that kernel variant reads sub-tiles only: the host runs the portable one
     words = _encode_tiled(k_cache, [d, h_kv, page_size, num_pages], [sh, sr, sp], [64, 1, box_rows, 1])
     return None if words is None else (words, 4)
 

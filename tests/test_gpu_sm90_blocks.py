@@ -98,16 +98,18 @@ def test_wgmma_mn_major_p_times_v():
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("page_size, want", [(16, (4, 16)), (32, (4, 32)), (64, (5, 64)), (256, (5, 64))])
-def test_k_cache_map_shape(page_size, want):
+@pytest.mark.parametrize("page_size, sub_tiles, want", [
+    (16, True, (4, 16)), (32, False, (4, 32)), (32, True, (5, 32)), (64, False, (5, 64)), (256, True, (5, 64))])
+def test_k_cache_map_shape(page_size, sub_tiles, want):
     """Pages of 64 tokens or more get the 5-D map whose one box is a whole tile (the kernels'
-    fast path); smaller pages the 4-D one. Decode correctness with both is in test_gpu_decode."""
+    fast path), pages of 32 too where the kernel takes sub-tiles (decode_sm90.cu); the rest the
+    4-D one. Decode correctness with each is in test_gpu_decode (page sizes 16 to 256)."""
     import cupy as cp
     from cupymla import tma
     if cp.cuda.Device().compute_capability != "90":
         pytest.skip("tensor maps are used on compute capability 9.0")
     pytest.importorskip("cuda.bindings")
     k_cache = cp.zeros((3, page_size, 1, 576), dtype=np.uint16).view(np.dtype(_bf16(np.zeros(1)).dtype))
-    made = tma.k_cache_map(k_cache, tma.box_rows_for(page_size))
+    made = tma.k_cache_map(k_cache, tma.box_rows_for(page_size), sub_tiles)
     assert made is not None and len(made[0]) == 16
     assert (made[1], tma.box_rows_for(page_size)) == want

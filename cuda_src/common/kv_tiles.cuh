@@ -2,7 +2,9 @@
 // decode kernels. Include after params.cuh, ptx.cuh, sm90.cuh and piece.cuh, with MLA_HEAD_DIM set.
 //
 // A tile is 64 tokens x d, stored as d / 64 slices of 64 rows x 128 bytes in the 128-byte
-// swizzled layout wgmma reads without bank conflicts. Thread 0 walks the part's flat list of
+// swizzled layout wgmma reads without bank conflicts; or, where one copy brings a page of R = 32
+// tokens and every slice (k_map_rank 5, k_box_rows 32; only decode_sm90.cu asks for that), as
+// 64 / R sub-tiles of R rows, each its own d / 64 slices: kv_offset() gives the element offset. Thread 0 walks the part's flat list of
 // tiles (every tile of every sequence it covers, in the order the kernel consumes them) with a
 // Cursor, reading each tile's page numbers one tile before its copy so block-table reads stay
 // off the critical path.
@@ -35,6 +37,15 @@ __device__ __forceinline__ void load_q(const DecodeParams& p, u16* sq, int b, in
     }
 }
 
+// Rows of a sub-tile of the stored tile (64: the plain layout).
+__device__ __forceinline__ int kv_sub_rows(const DecodeParams& p) {
+    return p.k_map_rank == 5 ? p.k_box_rows : KV_TILE;
+}
+
+__device__ __forceinline__ int kv_offset(int sub_rows, int row, int col) {
+    return (row / sub_rows) * (KV_SLICES * sub_rows * 64) + swz(sub_rows, row % sub_rows, col);
+}
+
 // Tokens of a piece the loader may fetch: inside it and covered by the block table.
 __device__ __forceinline__ int load_end_of(const DecodeParams& p, const Piece& pc) {
     return (int)min((long long)pc.stop, p.max_blocks << p.page_shift);
@@ -64,22 +75,26 @@ __device__ __forceinline__ void fetch_pages(const DecodeParams& p, int (&pages)[
     }
 }
 
-// Ask the copy engine for the cursor's tile. Pages of 64 tokens or more (k_map_rank 5): one copy
-// of the whole tile, every slice (its rows past load_end come from the same page and are zeroed
-// by zero_tail()). Smaller pages: one box of k_box_rows rows per slice and page; tokens at or
-// past load_end are not asked for (their block-table entries may be garbage) and zero_tail()
-// zeroes them. One copy instead of nine took warp 0's issue time off every tile.
+// Ask the copy engine for the cursor's tile, one box of k_box_rows rows per page: with
+// k_map_rank 5 a box holds every slice (one copy a page instead of one per slice and page: the
+// issue time came off warp 0's path), with k_map_rank 4 one slice. Tokens at or past load_end
+// are not asked for (their block-table entries may be garbage); zero_tail() zeroes them, and
+// the rows past load_end that a box brings from its page.
 __device__ __forceinline__ void issue_k_tma(const DecodeParams& p, const int (&pages)[KV_MAX_PAGES], u16* sk,
                                             unsigned long long* bar, int g, const Cursor& c) {
     const int rows = p.k_box_rows, page_mask = (1 << p.page_shift) - 1;
-    if (p.k_map_rank == 5) {
-        mbar_arrive_expect_tx(bar, KV_SLICES * KV_TILE * 128);
-        tma_load_5d(sk, &p.k_map, bar, 0, c.t0 & page_mask, 0, g, pages[0]);
-        return;
-    }
     int boxes = 0;
     for (int r0 = 0; r0 < KV_TILE && c.t0 + r0 < c.load_end; r0 += rows) ++boxes;
     mbar_arrive_expect_tx(bar, boxes * KV_SLICES * rows * 128);
+    if (p.k_map_rank == 5) {
+#pragma unroll
+        for (int i = 0; i < KV_MAX_PAGES; ++i) {
+            const int r0 = i * rows;
+            if (r0 >= KV_TILE || c.t0 + r0 >= c.load_end) break;
+            tma_load_5d(sk + i * (KV_SLICES * rows * 64), &p.k_map, bar, 0, (c.t0 + r0) & page_mask, 0, g, pages[i]);
+        }
+        return;
+    }
 #pragma unroll
     for (int i = 0; i < KV_MAX_PAGES; ++i) {
         const int r0 = i * rows;
@@ -104,11 +119,11 @@ __device__ __forceinline__ void load_next(const DecodeParams& p, const int* sche
 // Rows [valid, 64) of a tile: not loaded (past the sequence) or loaded from the garbage tail of
 // the last page (may be NaN, and 0 * NaN would reach the output): make them zeros.
 template <int THREADS>
-__device__ __forceinline__ void zero_tail(u16* sk, int valid) {
+__device__ __forceinline__ void zero_tail(u16* sk, int valid, int sub_rows) {
     if (valid >= KV_TILE) return;
     const uint4 z = make_uint4(0, 0, 0, 0);
     for (int c = threadIdx.x; c < (KV_TILE - valid) * (MLA_HEAD_DIM / 8); c += THREADS) {
         const int r = valid + c / (MLA_HEAD_DIM / 8), col = (c % (MLA_HEAD_DIM / 8)) * 8;
-        *reinterpret_cast<uint4*>(sk + swz(KV_TILE, r, col)) = z;
+        *reinterpret_cast<uint4*>(sk + kv_offset(sub_rows, r, col)) = z;
     }
 }

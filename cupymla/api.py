@@ -8,6 +8,7 @@ so a decode step can be captured in a CUDA graph.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -221,10 +222,15 @@ class _DecodePlan:
     def __init__(self, shape, scale, causal, qc, kc, bt):
         self.shape = shape
         cfg, self.num_parts = _plan(shape.device, shape.rows, shape.h_kv, shape.head_dim)
+        if cfg.is_seesaw and shape.page_size < 32:   # its one copy a tile needs 32-token pages
+            cfg = dataclasses.replace(cfg, block_n=64, stages=2)
         self.box_rows = tma.box_rows_for(shape.page_size) if cfg.path == "sm90" else 0
+        if cfg.is_seesaw:
+            self.box_rows = 32
         # Pages of 32 on the 64-row kernel: one copy a page, tiles stored as two 32-row sub-tiles,
-        # a kernel variant of its own (MLA_KV_SUB_ROWS in decode_sm90.cu).
-        self.sub_tiles = cfg.file == "decode_sm90.cu" and self.box_rows == 32
+        # a kernel variant of its own (MLA_KV_SUB_ROWS in decode_sm90.cu). The seesaw kernel
+        # always reads 32-token tiles with the 5-D map.
+        self.sub_tiles = cfg.is_seesaw or (cfg.file == "decode_sm90.cu" and self.box_rows == 32)
         self._portable = None
         # A sequence has about num_parts / batch pieces: many (a short batch split over every SM)
         # take the wide combine, whose CTA's warps share one row's pieces (combine.cu).

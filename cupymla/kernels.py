@@ -79,12 +79,19 @@ class DecodeConfig:
     def file(self) -> str:
         if self.path == "sm90" and self.block_m < 64:
             return "decode_sm90_narrow.cu"
+        if self.is_seesaw:
+            return "decode_sm90_seesaw.cu"
         return f"decode_{self.path}.cu"
+
+    @property
+    def is_seesaw(self) -> bool:
+        """decode_sm90_seesaw.cu: 64 rows, 32-token tiles in 4 buffers, a producer warpgroup."""
+        return self.path == "sm90" and self.block_m == 64 and self.block_n == 32
 
     @property
     def threads(self) -> int:
         if self.path == "sm90":
-            return 256 if self.block_m == 64 else 128
+            return 384 if self.is_seesaw else 256 if self.block_m == 64 else 128
         return self.block_m // 16 * self.warps_n * 32
 
     @property
@@ -93,6 +100,11 @@ class DecodeConfig:
             # struct Smem of decode_sm90_narrow.cu: two k stages + q + P^T + per-warp column
             # max/sum + two mbarriers, padded to 1024 bytes, + 1 KB to align its start.
             raw = (2 * 64 + self.block_m) * self.head_dim * 2 + self.block_m * 64 * 2 + 2 * 4 * self.block_m * 4 + 2 * 8
+            return -(-raw // 1024) * 1024 + 1024
+        if self.is_seesaw:
+            # struct Smem of decode_sm90_seesaw.cu: q + four 32-token tiles + P (64 x 64) + row
+            # max, two scales, two row sums + 8 mbarriers, padded to 1024, + 1 KB to align its start.
+            raw = (64 + self.stages * self.block_n) * self.head_dim * 2 + 64 * 64 * 2 + 5 * 64 * 4 + 8 * 8
             return -(-raw // 1024) * 1024 + 1024
         if self.path == "sm90":
             # struct Smem of decode_sm90.cu: q + two k stages + p (64 x 64) + row max/sum exchange
@@ -132,6 +144,8 @@ def decode_config(rows: int, cc: tuple[int, int], head_dim: int = 576, path: str
             raise ValueError(f"decode path sm90 needs compute capability 9.0, got {cc}")
         if rows <= 32 and os.environ.get("CUPYMLA_SM90_NARROW", "1") != "0":
             return DecodeConfig(16 if rows <= 16 else 32, 1, 64, 2, head_dim, "sm90")
+        if os.environ.get("CUPYMLA_SM90_SEESAW", "0") == "1":
+            return DecodeConfig(64, 2, 32, 4, head_dim, "sm90")
         return DecodeConfig(64, 2, 64, 2, head_dim, "sm90")
     if path != "sm80":
         raise ValueError(f"CUPYMLA_DECODE_PATH: expected 'sm80' or 'sm90', got {path!r}")
@@ -153,6 +167,10 @@ def all_decode_configs(cc: tuple[int, int]) -> list[DecodeConfig]:
         for head_dim in (576, 512):
             for rows in (16, 32, 64):
                 cfg = decode_config(rows, cc, head_dim, path)
+                if cfg not in out:
+                    out.append(cfg)
+            if path == "sm90":   # the seesaw kernel (CUPYMLA_SM90_SEESAW) is built and checked too
+                cfg = DecodeConfig(64, 2, 32, 4, head_dim, "sm90")
                 if cfg not in out:
                     out.append(cfg)
     return out
@@ -211,7 +229,7 @@ def _parse_ptxas(log: str, c: Compiled) -> None:
 
 
 KERNEL_NAMES = {"decode_sm80.cu": "mla_decode_sm80", "decode_sm90.cu": "mla_decode_sm90",
-                "decode_sm90_narrow.cu": "mla_decode_sm90_narrow",
+                "decode_sm90_narrow.cu": "mla_decode_sm90_narrow", "decode_sm90_seesaw.cu": "mla_decode_sm90_seesaw",
                 "combine.cu": "mla_combine", "metadata.cu": "mla_metadata"}
 
 

@@ -1,0 +1,478 @@
+// Hopper (sm_90a) paged MLA decode for 64 query rows per CTA (h_q / h_kv * s_q > 32, the
+// compute-bound shapes: DeepSeek decodes with 128 heads), pages of 32 tokens or more.
+//
+// Same contract, grid and scheduler as the other decode kernels (one CTA per (m tile of 64 query
+// rows, kv head, part); split sequences write pieces for combine.cu).
+//
+// Why this shape. decode_sm90.cu keeps both warpgroups on one tile, so the tensor cores idle
+// during every softmax and exchange (45% tensor-active). Here the warpgroups take alternate
+// tiles (a seesaw): warpgroup 0 computes the scores of tile A, warpgroup 1 those of tile B, and
+// each owns half of the output (O_L = O[:, 0:256] in WG0, O_R = O[:, 256:512] in WG1), so one
+// warpgroup's softmax runs while the other's products keep the tensor cores busy:
+//
+//   WG0: softmax A | O_L += P_A V_A,L | P_A x scale1 for WG1 | O_L += P_B V_B,L  + S_A' = Q K_A'^T
+//   WG1: softmax B (after A's maxima) | O_R += P_B V_B,R | O_R += P_A V_A,R | S_B' = Q K_B'^T
+//
+// A warpgroup multiplies its own P from registers and the other's from shared memory. The
+// running row maxima live in shared memory: WG0 folds in A's (scale0: how much the old ones
+// shrink), then WG1 folds in B's (scale1); WG0 hands P_A over already rescaled by scale1.
+//
+// Tiles are 32 tokens, in four buffers of 36 KB (the same memory as two 64-token tiles): a
+// tile's buffer is busy from its scores to the other warpgroup's last product, about a pair, so
+// with four buffers every copy has a whole pair to land (session 2's 64-token seesaw had two
+// buffers, and its refills landed late: bench/NOTES.md v8). A producer warp (warp 8) walks the
+// CTA's tiles across sequence boundaries and copies each with one TMA box (64 columns x 32 rows
+// x every slice, a 5-D tensor map: k_map_rank 5, k_box_rows 32) as soon as both warpgroups have
+// released its buffer (mbarrier `empty`, one arrival per consumer warp).
+//
+// Shared memory (d = 576): q 72 KB + 4 tiles x 36 KB + P 8 KB (P_A in columns 0-31, P_B in
+// 32-63 of one 64 x 64 operand) = 224 KB.
+//
+// Compile-time configuration: MLA_FP16 (0 = bf16, 1 = fp16), MLA_HEAD_DIM (576 or 512).
+#ifndef MLA_HEAD_DIM
+#define MLA_HEAD_DIM 576
+#endif
+#include "common/params.cuh"
+#include "common/ptx.cuh"
+#include "common/sm90.cuh"
+#include "common/epilogue.cuh"
+#include "common/piece.cuh"
+#include "common/kv_tiles.cuh"
+
+namespace {
+
+constexpr int D = MLA_HEAD_DIM;
+constexpr int BLOCK_M = 64;
+constexpr int T = 32;                        // tokens a tile
+constexpr int NBUF = 4;                      // tile buffers
+constexpr int CONSUMERS = 256;               // two warpgroups
+constexpr int THREADS = CONSUMERS + 128;     // + the producer warpgroup (one thread works)
+constexpr int SLICES = D / 64;
+constexpr int Q_SLICE = BLOCK_M * 64;        // elements of one 64-column slice of q
+constexpr int K_SLICE = T * 64;              // ... of a tile
+// V (the first 512 columns of a tile) as wgmma's MN-major B operand: byte offsets between
+// 64-column slices (LBO) and groups of 8 tokens (SBO).
+constexpr u32 V_LBO = T * 128, V_SBO = 8 * 128;
+
+// Named barriers (0 is __syncthreads, which the producer warp does not join).
+constexpr int BAR_CONSUMERS = 1;   // both warpgroups
+constexpr int BAR_SCALE0 = 2;      // WG0 has folded A's maxima into row_max, scale0 written
+constexpr int BAR_SCALE1 = 3;      // WG1 has folded B's (or has none), scale1 written
+constexpr int BAR_P_A = 4;         // P_A (rescaled to B's maxima) is in shared memory
+constexpr int BAR_P_B = 5;         // P_B is in shared memory
+constexpr int BAR_WG = 6;          // + warpgroup: its own 128 threads
+
+typedef u16 elem_t;
+
+struct __align__(1024) Smem {
+    elem_t q[SLICES * Q_SLICE];
+    elem_t k[NBUF][SLICES * K_SLICE];
+    elem_t p[64 * 64];                       // P_A: columns 0-31, P_B: 32-63
+    float row_max[BLOCK_M];                  // running maxima, log2 domain
+    float scale0[BLOCK_M], scale1[BLOCK_M];
+    float row_sum[2][BLOCK_M];
+    unsigned long long full[NBUF];           // the buffer's tile has landed
+    unsigned long long empty[NBUF];          // every consumer warp is done with it
+};
+
+// The producer: thread 0 of warp 8 copies the CTA's tiles, in the order the warpgroups consume
+// them, each into the next buffer as soon as it is free.
+__device__ __forceinline__ void produce(const DecodeParams& p, Smem& sm, const int* sched, int g, int m0) {
+    const int page_mask = (1 << p.page_shift) - 1;
+    int k = 0;   // tiles issued so far
+    for (int b = sched[0]; b <= sched[2]; ++b) {
+        const Piece pc = piece_of(p, sched, b);
+        const int n = tiles_of(p, pc, m0, BLOCK_M, T);
+        const int load_end = load_end_of(p, pc);
+        const int* bt = p.block_table + b * p.bt_stride_b;
+        for (int j = 0; j < n; ++j, ++k) {
+            const int t0 = pc.start + j * T;
+            const bool load = t0 < load_end;   // tokens past it are not in the block table: zeros
+            const int page = load ? bt[t0 >> p.page_shift] : 0;   // in flight during the wait
+            const int buf = k % NBUF;
+            if (k >= NBUF) mbar_wait(&sm.empty[buf], (k / NBUF - 1) & 1);
+            if (load) {
+                mbar_arrive_expect_tx(&sm.full[buf], SLICES * T * 128);
+                tma_load_5d(sm.k[buf], &p.k_map, &sm.full[buf], 0, t0 & page_mask, 0, g, page);
+            } else {
+                mbar_arrive(&sm.full[buf]);
+            }
+        }
+    }
+}
+
+// What a warpgroup needs of the current sequence piece and of its thread.
+struct Ctx {
+    int start, n, load_end, k0;   // first token, tiles, load end, global index of tile 0
+    int tq;                       // thread in its quad
+    int row[2];                   // this thread's two rows of the m tile
+    int limit[2];                 // their first invisible token
+    float scale_log2;
+};
+
+__device__ __forceinline__ int buf_of(int k) { return k % NBUF; }
+__device__ __forceinline__ u32 parity_of(int k) { return (k / NBUF) & 1; }
+
+// S = Q K^T for the tile of global index k (m64n32k16 from shared memory, 4 k steps a slice).
+__device__ __forceinline__ void scores(Smem& sm, float (&s)[16], int k) {
+    mbar_wait(&sm.full[buf_of(k)], parity_of(k));
+    const u64 desc_q = smem_desc(sm.q, 16, 1024);
+    const u64 desc_k = smem_desc(sm.k[buf_of(k)], 16, 1024);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+        const u64 q_off = ((kk / 4) * Q_SLICE * 2 + (kk % 4) * 32) >> 4;   // slice, then 16 columns
+        const u64 k_off = ((kk / 4) * K_SLICE * 2 + (kk % 4) * 32) >> 4;
+        wgmma_m64n32k16_ss<0, 0>(s, desc_q + q_off, desc_k + k_off, kk > 0);
+    }
+    wgmma_commit();
+}
+
+// Mask a tile's scores (tokens t0 .. t0 + 31), scale them to the log2 domain, and return this
+// thread's two rows' maxima over the tile (the 4 threads of a quad share a row).
+__device__ __forceinline__ void mask_and_max(float (&s)[16], float (&mx)[2], int t0, const Ctx& c) {
+    mx[0] = mx[1] = -inf_f();
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int t = t0 + 8 * j + 2 * c.tq + e;
+                float& v = s[4 * j + 2 * h + e];
+                v = t < c.limit[h] ? v * c.scale_log2 : -inf_f();
+                mx[h] = fmaxf(mx[h], v);
+            }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+    }
+}
+
+// s = exp2(s - base) per row, added to the row sums.
+__device__ __forceinline__ void exp_rows(float (&s)[16], const float (&base)[2], float (&sum)[2]) {
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+        const int h = (i / 2) % 2;
+        s[i] = fast_exp2(s[i] - base[h]);
+        sum[h] += s[i];
+    }
+}
+
+// P (accumulator layout, rows times f) as the A operand of the two 16-token k steps of the tile:
+// the accumulator and A-fragment layouts line up, 8 values a k step.
+__device__ __forceinline__ void pack_p(const float (&s)[16], const float (&f)[2], u32 (&a)[2][4]) {
+#pragma unroll
+    for (int kt = 0; kt < 2; ++kt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+            a[kt][i] = pack2(s[8 * kt + 2 * i] * f[i % 2], s[8 * kt + 2 * i + 1] * f[i % 2]);
+}
+
+// The same fragment into columns col0 .. col0 + 31 of the shared 64 x 64 P operand.
+__device__ __forceinline__ void store_p(elem_t* sp, const u32 (&a)[2][4], const Ctx& c, int col0) {
+#pragma unroll
+    for (int kt = 0; kt < 2; ++kt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+            *reinterpret_cast<u32*>(sp + swz(64, c.row[i % 2], col0 + 16 * kt + 8 * (i / 2) + 2 * c.tq)) = a[kt][i];
+}
+
+__device__ __forceinline__ void scale_o(float (&o)[128], const float (&f)[2]) {
+    // Once the maxima settle most tiles move none: skip 128 multiplies (warp-uniform test).
+    if (!__any_sync(0xffffffffu, f[0] != 1.f || f[1] != 1.f)) return;
+#pragma unroll
+    for (int j = 0; j < 32; ++j)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            o[4 * j + 2 * h] *= f[h];
+            o[4 * j + 2 * h + 1] *= f[h];
+        }
+}
+
+// Rows [valid, 32) of one 256-column half of a tile were not loaded or hold the garbage tail of
+// the last page (maybe NaN, and 0 * NaN would reach O): zero them before this warpgroup's
+// product. Called only after the tile's scores are done (they mask those rows anyway).
+__device__ __forceinline__ void zero_v_tail(elem_t* sk, int half, int valid, int wg) {
+    if (valid >= T) return;
+    valid = max(valid, 0);
+    const uint4 z = make_uint4(0, 0, 0, 0);
+    for (int c = threadIdx.x % 128; c < (T - valid) * 32; c += 128) {
+        const int r = valid + c / 32, col = 256 * half + (c % 32) * 8;
+        *reinterpret_cast<uint4*>(sk + swz(T, r, col)) = z;
+    }
+    fence_proxy_async();
+    bar_sync(BAR_WG + wg, 128);
+}
+
+// O (+)= P V over one 256-column half of the tile's V, P from registers or from shared memory
+// (columns col0 ..). 16 tokens a k step.
+template <int HALF>
+__device__ __forceinline__ void pv_regs(float (&o)[128], const u32 (&a)[2][4], const elem_t* sk) {
+    const u64 desc_v = smem_desc(sk + 4 * HALF * K_SLICE, V_LBO, V_SBO);
+    wgmma_fence();
+#pragma unroll
+    for (int kt = 0; kt < 2; ++kt) wgmma_m64n256k16_rs<1>(o, a[kt], desc_v + kt * 128, 1);
+    wgmma_commit();
+}
+template <int HALF>
+__device__ __forceinline__ void pv_smem(float (&o)[128], const elem_t* sp, int col0, const elem_t* sk) {
+    const u64 desc_p = smem_desc(sp, 16, 1024) + ((col0 * 2) >> 4);
+    const u64 desc_v = smem_desc(sk + 4 * HALF * K_SLICE, V_LBO, V_SBO);
+    wgmma_fence();
+#pragma unroll
+    for (int kt = 0; kt < 2; ++kt) wgmma_m64n256k16_ss<1>(o, desc_p + kt * 2, desc_v + kt * 128, 1);
+    wgmma_commit();
+}
+
+// A consumer warp is done with buffer k (after its last product reading it has completed).
+__device__ __forceinline__ void release(Smem& sm, int k) {
+    if (threadIdx.x % 32 == 0) mbar_arrive(&sm.empty[buf_of(k)]);
+}
+
+// Warpgroup 0's share of the pair (A = tile it, B = tile it + 1 of the piece). s holds A's
+// scores on entry and the next A's on exit.
+__device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (&o)[128], float (&s)[16],
+                                         float (&lsum)[2]) {
+    const int ka = c.k0 + it, kb = ka + 1;
+    const int ta = c.start + it * T, tb = ta + T;
+    const bool has_b = it + 1 < c.n, next_a = it + 2 < c.n;
+
+    // Softmax of A against the running maxima; scale0 tells WG1 how much O_R shrinks.
+    float mx[2], m_new[2], base[2], sc0[2], sc1[2] = {1.f, 1.f};
+    mask_and_max(s, mx, ta, c);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const float m_old = sm.row_max[c.row[h]];
+        m_new[h] = fmaxf(m_old, mx[h]);
+        base[h] = m_new[h] == -inf_f() ? 0.f : m_new[h];   // no key seen yet: avoid inf - inf
+        sc0[h] = fast_exp2(m_old - base[h]);
+        lsum[h] *= sc0[h];
+    }
+    __syncwarp();   // the quad has read row_max before its first thread rewrites it
+    if (c.tq == 0) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            sm.row_max[c.row[h]] = m_new[h];
+            sm.scale0[c.row[h]] = sc0[h];
+        }
+    }
+    bar_arrive(BAR_SCALE0, CONSUMERS);
+    exp_rows(s, base, lsum);
+    scale_o(o, sc0);
+    u32 pa[2][4];
+    const float one[2] = {1.f, 1.f};
+    pack_p(s, one, pa);
+
+    // O_L += P_A V_A,L
+    zero_v_tail(sm.k[buf_of(ka)], 0, c.load_end - ta, 0);
+    pv_regs<0>(o, pa, sm.k[buf_of(ka)]);
+
+    // P_A for WG1, rescaled to the maxima after B (WG1 always answers, B or not: its answer also
+    // says that its product of the previous pair, which read this buffer, is done).
+    bar_sync(BAR_SCALE1, CONSUMERS);
+    if (has_b) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) sc1[h] = sm.scale1[c.row[h]];
+    }
+    u32 pa_out[2][4];
+    pack_p(s, sc1, pa_out);
+    store_p(sm.p, pa_out, c, 0);
+    fence_proxy_async();
+    bar_arrive(BAR_P_A, CONSUMERS);
+    wgmma_wait<0>();
+    reg_fence(o);
+#pragma unroll
+    for (int kt = 0; kt < 2; ++kt) reg_fence(pa[kt]);   // the product read them until now
+    release(sm, ka);
+
+    if (has_b) {   // O_L = O_L x scale1 + P_B V_B,L
+        scale_o(o, sc1);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) lsum[h] *= sc1[h];
+        bar_sync(BAR_P_B, CONSUMERS);
+        zero_v_tail(sm.k[buf_of(kb)], 0, c.load_end - tb, 0);
+        pv_smem<0>(o, sm.p, 32, sm.k[buf_of(kb)]);
+    }
+    // The scores of the next A while P_B V_B,L runs.
+    if (next_a) scores(sm, s, ka + 2);
+    if (has_b) {
+        wgmma_wait<1>();   // the groups complete in order: P_B V_B,L is done, maybe not the scores
+        reg_fence(o);
+        release(sm, kb);
+    }
+    // Unconditionally: ptxas cannot tell that the branches above leave nothing in flight, and
+    // would serialise every wgmma of the kernel.
+    wgmma_wait<0>();
+    reg_fence(s);
+    reg_fence(o);
+}
+
+// Warpgroup 1's share: softmax B against A's maxima, O_R += P_B V_B,R, O_R += P_A V_A,R, the
+// scores of the next B. s holds B's scores on entry (if there is a B) and the next B's on exit.
+__device__ __forceinline__ void wg1_pair(Smem& sm, const Ctx& c, int it, float (&o)[128], float (&s)[16],
+                                         float (&lsum)[2]) {
+    const int ka = c.k0 + it, kb = ka + 1;
+    const int ta = c.start + it * T, tb = ta + T;
+    const bool has_b = it + 1 < c.n, next_b = it + 3 < c.n;
+
+    // O_R shrinks by scale0 x scale1.
+    bar_sync(BAR_SCALE0, CONSUMERS);
+    float f[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) f[h] = sm.scale0[c.row[h]];
+    u32 pb[2][4];
+    if (has_b) {
+        float mx[2], m_new[2], base[2], sc1[2];
+        mask_and_max(s, mx, tb, c);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const float m_a = sm.row_max[c.row[h]];
+            m_new[h] = fmaxf(m_a, mx[h]);
+            base[h] = m_new[h] == -inf_f() ? 0.f : m_new[h];
+            sc1[h] = fast_exp2(m_a - base[h]);
+            f[h] *= sc1[h];
+        }
+        __syncwarp();
+        if (c.tq == 0) {
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                sm.row_max[c.row[h]] = m_new[h];
+                sm.scale1[c.row[h]] = sc1[h];
+            }
+        }
+        bar_arrive(BAR_SCALE1, CONSUMERS);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) lsum[h] *= f[h];
+        exp_rows(s, base, lsum);
+        const float one[2] = {1.f, 1.f};
+        pack_p(s, one, pb);
+        store_p(sm.p, pb, c, 32);
+        fence_proxy_async();
+        bar_arrive(BAR_P_B, CONSUMERS);
+        scale_o(o, f);
+
+        // O_R += P_B V_B,R
+        zero_v_tail(sm.k[buf_of(kb)], 1, c.load_end - tb, 1);
+        pv_regs<1>(o, pb, sm.k[buf_of(kb)]);
+    } else {
+        bar_arrive(BAR_SCALE1, CONSUMERS);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) lsum[h] *= f[h];
+        scale_o(o, f);
+    }
+
+    // O_R += P_A V_A,R
+    bar_sync(BAR_P_A, CONSUMERS);
+    zero_v_tail(sm.k[buf_of(ka)], 1, c.load_end - ta, 1);
+    pv_smem<1>(o, sm.p, 0, sm.k[buf_of(ka)]);
+    if (has_b) {
+        wgmma_wait<1>();
+#pragma unroll
+        for (int kt = 0; kt < 2; ++kt) reg_fence(pb[kt]);
+        release(sm, kb);
+    }
+    wgmma_wait<0>();
+    reg_fence(o);
+    release(sm, ka);
+
+    if (next_b) scores(sm, s, kb + 2);
+    wgmma_wait<0>();
+    reg_fence(s);
+}
+
+}  // namespace
+
+extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_seesaw(const __grid_constant__ DecodeParams p) {
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    Smem& sm = smem_window<Smem>(smem_raw, p.k_box_rows != T || p.k_map_rank != 5);
+
+    launch_dependents();
+    const int m0 = blockIdx.x * BLOCK_M;
+    const int g = blockIdx.y;
+    const int* sched = p.sched + blockIdx.z * 8;
+
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < NBUF; ++i) {
+            mbar_init(&sm.full[i], 1);
+            mbar_init(&sm.empty[i], CONSUMERS / 32);
+        }
+        mbar_init_fence();
+    }
+    __syncthreads();   // barriers initialised for everyone, the producer included
+    // Registers: 384 threads get 168 each at launch; the producer needs few, so it gives most of
+    // its share to the consumers (o alone is 128 a thread).
+    if (threadIdx.x >= CONSUMERS) {
+        setmaxnreg_dec<24>();
+        if (threadIdx.x == CONSUMERS) produce(p, sm, sched, g, m0);
+        return;
+    }
+    setmaxnreg_inc<240>();
+
+    // The warpgroup index, provably uniform for ptxas (a shuffle result): otherwise it treats the
+    // warpgroup branches as divergent and serialises their wgmmas.
+    const int wg = __shfl_sync(0xffffffffu, threadIdx.x / 128, 0);
+    const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+    const int gq = lane / 4;
+    Ctx c;
+    c.tq = lane % 4;
+    c.row[0] = 16 * warp + gq;
+    c.row[1] = c.row[0] + 8;
+    c.scale_log2 = p.scale_log2;
+    c.k0 = 0;
+
+    for (int b = sched[0]; b <= sched[2]; ++b) {
+        const Piece pc = piece_of(p, sched, b);
+        c.start = pc.start;
+        c.n = tiles_of(p, pc, m0, BLOCK_M, T);
+        c.load_end = load_end_of(p, pc);
+        for (int h = 0; h < 2; ++h) c.limit[h] = key_limit(p, pc, m0 + c.row[h]);
+
+        bar_sync(BAR_CONSUMERS, CONSUMERS);   // the previous sequence is done with q, row_max, p
+        if (threadIdx.x < BLOCK_M) sm.row_max[threadIdx.x] = -inf_f();
+        if (c.n > 0) load_q<CONSUMERS, BLOCK_M>(p, sm.q, b, g, m0);
+        cp_async_commit();
+        cp_async_wait<0>();
+        fence_proxy_async();
+        bar_sync(BAR_CONSUMERS, CONSUMERS);   // q and row_max are in place for everyone
+
+        float o[128];
+#pragma unroll
+        for (int i = 0; i < 128; ++i) o[i] = 0.f;
+        float lsum[2] = {0.f, 0.f};
+        float s[16];
+        if (wg < c.n) scores(sm, s, c.k0 + wg);   // WG0 starts on tile 0, WG1 on tile 1
+        wgmma_wait<0>();
+        reg_fence(s);
+        for (int it = 0; it < c.n; it += 2) {
+            if (wg == 0) wg0_pair(sm, c, it, o, s, lsum);
+            else wg1_pair(sm, c, it, o, s, lsum);
+        }
+        c.k0 += c.n;
+
+        // Epilogue: both halves are relative to the final maxima; add up the row sums.
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            float l = lsum[h];
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+            if (c.tq == 0) sm.row_sum[wg][c.row[h]] = l;
+        }
+        bar_sync(BAR_CONSUMERS, CONSUMERS);
+        const bool whole = pc.pieces <= 1;
+        const int slot = whole ? 0 : accum_slot(p.num_splits, b, pc.split);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const float l = sm.row_sum[0][c.row[h]] + sm.row_sum[1][c.row[h]];
+            const int row = m0 + c.row[h];
+            if (row >= p.rows) continue;
+            float inv, lse;
+            finish_row(sm.row_max[c.row[h]], l, whole, inv, lse);
+            const RowOut d = row_out(p, b, g, row, whole, slot, 256 * wg + 2 * c.tq);
+#pragma unroll
+            for (int j = 0; j < 32; ++j) store_pair(d, j, o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
+            if (wg == 0 && c.tq == 0) *d.lse = lse;
+        }
+    }
+}

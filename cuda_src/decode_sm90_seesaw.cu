@@ -39,9 +39,20 @@
 #include "common/piece.cuh"
 #include "common/kv_tiles.cuh"
 
+// MLA_Q_REGS: the first k steps of the scores take q from registers (4 a step) instead of shared
+// memory, whose bandwidth bounds the m64n32 scores (8: 3-5% faster than 0; 12 spills).
+#ifndef MLA_Q_REGS
+#define MLA_Q_REGS 8
+#endif
+// MLA_MAX_SLACK: see next_max().
+#ifndef MLA_MAX_SLACK
+#define MLA_MAX_SLACK 8.0f
+#endif
+
 namespace {
 
 constexpr int D = MLA_HEAD_DIM;
+constexpr int Q_REGS = MLA_Q_REGS;
 constexpr int BLOCK_M = 64;
 constexpr int T = 32;                        // tokens a tile
 constexpr int NBUF = 4;                      // tile buffers
@@ -113,8 +124,21 @@ struct Ctx {
 __device__ __forceinline__ int buf_of(int k) { return k % NBUF; }
 __device__ __forceinline__ u32 parity_of(int k) { return (k / NBUF) & 1; }
 
-// S = Q K^T for the tile of global index k (m64n32k16 from shared memory, 4 k steps a slice).
-__device__ __forceinline__ void scores(Smem& sm, float (&s)[16], int k) {
+// q's first Q_REGS k steps as A fragments (rows row[0], row[1]; columns 16 kk + 2 tq (+8)).
+struct QRegs {
+    u32 a[Q_REGS > 0 ? Q_REGS : 1][4];
+};
+
+__device__ __forceinline__ void load_q_regs(const Smem& sm, QRegs& qr, const int (&row)[2], int tq) {
+#pragma unroll
+    for (int kk = 0; kk < Q_REGS; ++kk)
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+            qr.a[kk][i] = *reinterpret_cast<const u32*>(sm.q + swz(64, row[i % 2], 16 * kk + 8 * (i / 2) + 2 * tq));
+}
+
+// S = Q K^T for the tile of global index k (m64n32k16, 4 k steps a slice).
+__device__ __forceinline__ void scores(Smem& sm, float (&s)[16], int k, const QRegs& qr) {
     mbar_wait(&sm.full[buf_of(k)], parity_of(k));
     const u64 desc_q = smem_desc(sm.q, 16, 1024);
     const u64 desc_k = smem_desc(sm.k[buf_of(k)], 16, 1024);
@@ -123,7 +147,8 @@ __device__ __forceinline__ void scores(Smem& sm, float (&s)[16], int k) {
     for (int kk = 0; kk < D / 16; ++kk) {
         const u64 q_off = ((kk / 4) * Q_SLICE * 2 + (kk % 4) * 32) >> 4;   // slice, then 16 columns
         const u64 k_off = ((kk / 4) * K_SLICE * 2 + (kk % 4) * 32) >> 4;
-        wgmma_m64n32k16_ss<0, 0>(s, desc_q + q_off, desc_k + k_off, kk > 0);
+        if (kk < Q_REGS) wgmma_m64n32k16_rs(s, qr.a[kk < Q_REGS ? kk : 0], desc_k + k_off, kk > 0);
+        else wgmma_m64n32k16_ss<0, 0>(s, desc_q + q_off, desc_k + k_off, kk > 0);
     }
     wgmma_commit();
 }
@@ -148,6 +173,15 @@ __device__ __forceinline__ void mask_and_max(float (&s)[16], float (&mx)[2], int
         mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
         mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
     }
+}
+
+// The running maximum a row's probabilities are taken against, after a tile whose maximum is mx
+// (log2 domain). It moves only when the tile's maximum exceeds it by more than MLA_MAX_SLACK:
+// probabilities then stay below 2^slack (bf16/fp16 and the fp32 sums hold that easily), and most
+// tiles rescale nothing, so scale_o's 128 multiplies a thread are skipped (with slack 0, the
+// random benchmark data moved some row of a warp on about half of the tiles).
+__device__ __forceinline__ float next_max(float m_old, float mx) {
+    return mx > m_old + MLA_MAX_SLACK ? mx : m_old;
 }
 
 // s = exp2(s - base) per row, added to the row sums.
@@ -234,7 +268,7 @@ __device__ __forceinline__ void release(Smem& sm, int k) {
 // Warpgroup 0's share of the pair (A = tile it, B = tile it + 1 of the piece). s holds A's
 // scores on entry and the next A's on exit.
 __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (&o)[128], float (&s)[16],
-                                         float (&lsum)[2]) {
+                                         float (&lsum)[2], const QRegs& qr) {
     const int ka = c.k0 + it, kb = ka + 1;
     const int ta = c.start + it * T, tb = ta + T;
     const bool has_b = it + 1 < c.n, next_a = it + 2 < c.n;
@@ -245,7 +279,7 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
         const float m_old = sm.row_max[c.row[h]];
-        m_new[h] = fmaxf(m_old, mx[h]);
+        m_new[h] = next_max(m_old, mx[h]);
         base[h] = m_new[h] == -inf_f() ? 0.f : m_new[h];   // no key seen yet: avoid inf - inf
         sc0[h] = fast_exp2(m_old - base[h]);
         lsum[h] *= sc0[h];
@@ -296,7 +330,7 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
         pv_smem<0>(o, sm.p, 32, sm.k[buf_of(kb)]);
     }
     // The scores of the next A while P_B V_B,L runs.
-    if (next_a) scores(sm, s, ka + 2);
+    if (next_a) scores(sm, s, ka + 2, qr);
     if (has_b) {
         wgmma_wait<1>();   // the groups complete in order: P_B V_B,L is done, maybe not the scores
         reg_fence(o);
@@ -312,7 +346,7 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
 // Warpgroup 1's share: softmax B against A's maxima, O_R += P_B V_B,R, O_R += P_A V_A,R, the
 // scores of the next B. s holds B's scores on entry (if there is a B) and the next B's on exit.
 __device__ __forceinline__ void wg1_pair(Smem& sm, const Ctx& c, int it, float (&o)[128], float (&s)[16],
-                                         float (&lsum)[2]) {
+                                         float (&lsum)[2], const QRegs& qr) {
     const int ka = c.k0 + it, kb = ka + 1;
     const int ta = c.start + it * T, tb = ta + T;
     const bool has_b = it + 1 < c.n, next_b = it + 3 < c.n;
@@ -329,7 +363,7 @@ __device__ __forceinline__ void wg1_pair(Smem& sm, const Ctx& c, int it, float (
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             const float m_a = sm.row_max[c.row[h]];
-            m_new[h] = fmaxf(m_a, mx[h]);
+            m_new[h] = next_max(m_a, mx[h]);
             base[h] = m_new[h] == -inf_f() ? 0.f : m_new[h];
             sc1[h] = fast_exp2(m_a - base[h]);
             f[h] *= sc1[h];
@@ -377,7 +411,7 @@ __device__ __forceinline__ void wg1_pair(Smem& sm, const Ctx& c, int it, float (
     reg_fence(o);
     release(sm, ka);
 
-    if (next_b) scores(sm, s, kb + 2);
+    if (next_b) scores(sm, s, kb + 2, qr);
     wgmma_wait<0>();
     reg_fence(s);
 }
@@ -436,18 +470,20 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_seesaw(
         cp_async_wait<0>();
         fence_proxy_async();
         bar_sync(BAR_CONSUMERS, CONSUMERS);   // q and row_max are in place for everyone
+        QRegs qr;
+        load_q_regs(sm, qr, c.row, c.tq);
 
         float o[128];
 #pragma unroll
         for (int i = 0; i < 128; ++i) o[i] = 0.f;
         float lsum[2] = {0.f, 0.f};
         float s[16];
-        if (wg < c.n) scores(sm, s, c.k0 + wg);   // WG0 starts on tile 0, WG1 on tile 1
+        if (wg < c.n) scores(sm, s, c.k0 + wg, qr);   // WG0 starts on tile 0, WG1 on tile 1
         wgmma_wait<0>();
         reg_fence(s);
         for (int it = 0; it < c.n; it += 2) {
-            if (wg == 0) wg0_pair(sm, c, it, o, s, lsum);
-            else wg1_pair(sm, c, it, o, s, lsum);
+            if (wg == 0) wg0_pair(sm, c, it, o, s, lsum, qr);
+            else wg1_pair(sm, c, it, o, s, lsum, qr);
         }
         c.k0 += c.n;
 

@@ -265,6 +265,7 @@ class _DecodePlan:
         defines = {"MLA_FP16": fp16, **cfg.defines()}
         if self.sub_tiles and cfg.file == "decode_sm90.cu":
             defines["MLA_KV_SUB_ROWS"] = 32
+        defines.update(kernels.extra_defines(cfg.file))
         fn = kernels.get_function(self.shape.device, cfg.file, defines, cfg.smem_bytes)
         grid = (-(-self.shape.rows // cfg.block_m), self.shape.h_kv, self.num_parts)
         return launch.Launcher(fn, grid, (cfg.threads,), cfg.smem_bytes, self.decode_params)

@@ -128,11 +128,26 @@ class DecodeConfig:
 SM90 = (9, 0)
 
 
+def extra_defines(file: str) -> dict[str, str]:
+    """Tuning knobs for kernel development, from the environment: CUPYMLA_DEFINES="file.cu:NAME=1,..."
+    adds -DNAME=1 to that file's decode kernel (e.g. to compare variants in one benchmark run)."""
+    out = {}
+    for item in filter(None, os.environ.get("CUPYMLA_DEFINES", "").split(",")):
+        target, _, define = item.rpartition(":")
+        name, _, value = define.partition("=")
+        if target in ("", file) and name:
+            out[name.strip()] = value or "1"
+    return out
+
+
+
 def decode_config(rows: int, cc: tuple[int, int], head_dim: int = 576, path: str | None = None) -> DecodeConfig:
     """The kernel and tile shape for `rows` query rows per kv head on a GPU of compute capability `cc`.
 
     Hopper (cc 9.0) takes a wgmma kernel: the narrow one for at most 32 rows (unless the
-    environment sets CUPYMLA_SM90_NARROW=0, to compare), else the 64-row one. Elsewhere, few
+    environment sets CUPYMLA_SM90_NARROW=0, to compare), else the seesaw one (pages of 32 tokens
+    or more; CUPYMLA_SM90_SEESAW=0 takes decode_sm90.cu instead, which the API also uses for
+    pages of 16). Elsewhere, few
     rows (small h_q per kv head, the memory-bound case) get a short m tile so the tensor cores
     do not multiply padding; GPUs with ~100 KB of shared memory per CTA get one stage. ``path``
     (or the environment variable CUPYMLA_DECODE_PATH) forces "sm80" or "sm90", e.g. to test the
@@ -144,7 +159,7 @@ def decode_config(rows: int, cc: tuple[int, int], head_dim: int = 576, path: str
             raise ValueError(f"decode path sm90 needs compute capability 9.0, got {cc}")
         if rows <= 32 and os.environ.get("CUPYMLA_SM90_NARROW", "1") != "0":
             return DecodeConfig(16 if rows <= 16 else 32, 1, 64, 2, head_dim, "sm90")
-        if os.environ.get("CUPYMLA_SM90_SEESAW", "0") == "1":
+        if os.environ.get("CUPYMLA_SM90_SEESAW", "1") != "0":
             return DecodeConfig(64, 2, 32, 4, head_dim, "sm90")
         return DecodeConfig(64, 2, 64, 2, head_dim, "sm90")
     if path != "sm80":
@@ -169,8 +184,8 @@ def all_decode_configs(cc: tuple[int, int]) -> list[DecodeConfig]:
                 cfg = decode_config(rows, cc, head_dim, path)
                 if cfg not in out:
                     out.append(cfg)
-            if path == "sm90":   # the seesaw kernel (CUPYMLA_SM90_SEESAW) is built and checked too
-                cfg = DecodeConfig(64, 2, 32, 4, head_dim, "sm90")
+            if path == "sm90":   # decode_sm90.cu: pages of 16, and CUPYMLA_SM90_SEESAW=0
+                cfg = DecodeConfig(64, 2, 64, 2, head_dim, "sm90")
                 if cfg not in out:
                     out.append(cfg)
     return out

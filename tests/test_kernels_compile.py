@@ -119,14 +119,14 @@ def test_decode_config(cc, rows):
     want_m = 16 if rows <= 16 else 32 if rows <= 32 else 64
     for head_dim in (576, 512):
         auto = decode_config(rows, cc, head_dim)
-        if cc == (9, 0):   # Hopper: a wgmma kernel, 64 tokens a tile; the narrow one for <= 32 rows
+        if cc == (9, 0):   # Hopper: the narrow wgmma kernel for <= 32 rows, else the seesaw one
             if rows <= 32:
                 assert (auto.path, auto.block_m, auto.block_n, auto.threads) == ("sm90", want_m, 64, 128)
                 assert auto.file == "decode_sm90_narrow.cu"
                 assert auto.defines() == {"MLA_HEAD_DIM": head_dim, "MLA_BLOCK_M": want_m}
             else:
-                assert (auto.path, auto.block_m, auto.block_n, auto.threads) == ("sm90", 64, 64, 256)
-                assert auto.file == "decode_sm90.cu" and auto.defines() == {"MLA_HEAD_DIM": head_dim}
+                assert (auto.path, auto.block_m, auto.block_n, auto.stages, auto.threads) == ("sm90", 64, 32, 4, 384)
+                assert auto.file == "decode_sm90_seesaw.cu" and auto.defines() == {"MLA_HEAD_DIM": head_dim}
             assert auto.smem_bytes <= smem_optin(cc), (auto, smem_optin(cc))
             assert auto in kernels.all_decode_configs(cc)
             assert ctas_per_sm(auto, smem_optin(cc) + 1024, 255) >= 1

@@ -44,6 +44,14 @@
 #ifndef MLA_Q_REGS
 #define MLA_Q_REGS 8
 #endif
+// MLA_TRACE (diagnostics only): clock() stamps of a few pairs of CTA 0 (see stamp()).
+#ifndef MLA_TRACE
+#define MLA_TRACE 0
+#endif
+// MLA_S_ORDER: warpgroup 1 issues its next scores only after warpgroup 0 has issued its own.
+#ifndef MLA_S_ORDER
+#define MLA_S_ORDER 1
+#endif
 // MLA_MAX_SLACK: see next_max().
 #ifndef MLA_MAX_SLACK
 #define MLA_MAX_SLACK 8.0f
@@ -71,7 +79,8 @@ constexpr int BAR_SCALE0 = 2;      // WG0 has folded A's maxima into row_max, sc
 constexpr int BAR_SCALE1 = 3;      // WG1 has folded B's (or has none), scale1 written
 constexpr int BAR_P_A = 4;         // P_A (rescaled to B's maxima) is in shared memory
 constexpr int BAR_P_B = 5;         // P_B is in shared memory
-constexpr int BAR_WG = 6;          // + warpgroup: its own 128 threads
+constexpr int BAR_S_ISSUED = 6;    // WG0 has issued its next scores (WG1 queues its own behind)
+constexpr int BAR_WG = 7;          // + warpgroup: its own 128 threads
 
 typedef u16 elem_t;
 
@@ -85,6 +94,22 @@ struct __align__(1024) Smem {
     unsigned long long full[NBUF];           // the buffer's tile has landed
     unsigned long long empty[NBUF];          // every consumer warp is done with it
 };
+
+// MLA_TRACE: clock() stamps of pairs TRACE_FIRST .. + 7 of CTA 0's first sequence, read back
+// by bench/trace_seesaw.py as [warpgroup][pair][stamp].
+constexpr int TRACE_FIRST = 20;
+#if MLA_TRACE
+}  // namespace
+extern "C" __device__ u32 mla_trace[2 * 8 * 12];   // a plain name, for cupy's get_global
+__device__ u32 mla_trace[2 * 8 * 12];
+namespace {
+#endif
+__device__ __forceinline__ void stamp(Smem&, int wg, int pair, int i) {
+#if MLA_TRACE
+    if (pair >= TRACE_FIRST && pair < TRACE_FIRST + 8 && threadIdx.x % 128 == 0 && blockIdx.x + blockIdx.y + blockIdx.z == 0)
+        mla_trace[(wg * 8 + pair - TRACE_FIRST) * 12 + i] = (u32)clock();
+#endif
+}
 
 // The producer: thread 0 of warp 8 copies the CTA's tiles, in the order the warpgroups consume
 // them, each into the next buffer as soon as it is free.
@@ -275,7 +300,9 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
 
     // Softmax of A against the running maxima; scale0 tells WG1 how much O_R shrinks.
     float mx[2], m_new[2], base[2], sc0[2], sc1[2] = {1.f, 1.f};
+    stamp(sm, 0, it / 2, 0);
     mask_and_max(s, mx, ta, c);
+    stamp(sm, 0, it / 2, 9);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
         const float m_old = sm.row_max[c.row[h]];
@@ -284,6 +311,7 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
         sc0[h] = fast_exp2(m_old - base[h]);
         lsum[h] *= sc0[h];
     }
+    stamp(sm, 0, it / 2, 10);
     __syncwarp();   // the quad has read row_max before its first thread rewrites it
     if (c.tq == 0) {
 #pragma unroll
@@ -293,6 +321,7 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
         }
     }
     bar_arrive(BAR_SCALE0, CONSUMERS);
+    stamp(sm, 0, it / 2, 1);
     exp_rows(s, base, lsum);
     scale_o(o, sc0);
     u32 pa[2][4];
@@ -302,10 +331,12 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
     // O_L += P_A V_A,L
     zero_v_tail(sm.k[buf_of(ka)], 0, c.load_end - ta, 0);
     pv_regs<0>(o, pa, sm.k[buf_of(ka)]);
+    stamp(sm, 0, it / 2, 2);
 
     // P_A for WG1, rescaled to the maxima after B (WG1 always answers, B or not: its answer also
     // says that its product of the previous pair, which read this buffer, is done).
     bar_sync(BAR_SCALE1, CONSUMERS);
+    stamp(sm, 0, it / 2, 3);
     if (has_b) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) sc1[h] = sm.scale1[c.row[h]];
@@ -315,22 +346,27 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
     store_p(sm.p, pa_out, c, 0);
     fence_proxy_async();
     bar_arrive(BAR_P_A, CONSUMERS);
+    stamp(sm, 0, it / 2, 4);
     wgmma_wait<0>();
     reg_fence(o);
 #pragma unroll
     for (int kt = 0; kt < 2; ++kt) reg_fence(pa[kt]);   // the product read them until now
     release(sm, ka);
+    stamp(sm, 0, it / 2, 5);
 
     if (has_b) {   // O_L = O_L x scale1 + P_B V_B,L
         scale_o(o, sc1);
 #pragma unroll
         for (int h = 0; h < 2; ++h) lsum[h] *= sc1[h];
         bar_sync(BAR_P_B, CONSUMERS);
+        stamp(sm, 0, it / 2, 6);
         zero_v_tail(sm.k[buf_of(kb)], 0, c.load_end - tb, 0);
         pv_smem<0>(o, sm.p, 32, sm.k[buf_of(kb)]);
     }
     // The scores of the next A while P_B V_B,L runs.
     if (next_a) scores(sm, s, ka + 2, qr);
+    if (MLA_S_ORDER && it + 3 < c.n) bar_arrive(BAR_S_ISSUED, CONSUMERS);   // WG1 has a next B
+    stamp(sm, 0, it / 2, 7);
     if (has_b) {
         wgmma_wait<1>();   // the groups complete in order: P_B V_B,L is done, maybe not the scores
         reg_fence(o);
@@ -341,6 +377,7 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
     wgmma_wait<0>();
     reg_fence(s);
     reg_fence(o);
+    stamp(sm, 0, it / 2, 8);
 }
 
 // Warpgroup 1's share: softmax B against A's maxima, O_R += P_B V_B,R, O_R += P_A V_A,R, the
@@ -352,7 +389,9 @@ __device__ __forceinline__ void wg1_pair(Smem& sm, const Ctx& c, int it, float (
     const bool has_b = it + 1 < c.n, next_b = it + 3 < c.n;
 
     // O_R shrinks by scale0 x scale1.
+    stamp(sm, 1, it / 2, 0);
     bar_sync(BAR_SCALE0, CONSUMERS);
+    stamp(sm, 1, it / 2, 1);
     float f[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) f[h] = sm.scale0[c.row[h]];
@@ -385,11 +424,13 @@ __device__ __forceinline__ void wg1_pair(Smem& sm, const Ctx& c, int it, float (
         store_p(sm.p, pb, c, 32);
         fence_proxy_async();
         bar_arrive(BAR_P_B, CONSUMERS);
+        stamp(sm, 1, it / 2, 2);
         scale_o(o, f);
 
         // O_R += P_B V_B,R
         zero_v_tail(sm.k[buf_of(kb)], 1, c.load_end - tb, 1);
         pv_regs<1>(o, pb, sm.k[buf_of(kb)]);
+        stamp(sm, 1, it / 2, 3);
     } else {
         bar_arrive(BAR_SCALE1, CONSUMERS);
 #pragma unroll
@@ -399,6 +440,7 @@ __device__ __forceinline__ void wg1_pair(Smem& sm, const Ctx& c, int it, float (
 
     // O_R += P_A V_A,R
     bar_sync(BAR_P_A, CONSUMERS);
+    stamp(sm, 1, it / 2, 4);
     zero_v_tail(sm.k[buf_of(ka)], 1, c.load_end - ta, 1);
     pv_smem<1>(o, sm.p, 0, sm.k[buf_of(ka)]);
     if (has_b) {
@@ -410,10 +452,17 @@ __device__ __forceinline__ void wg1_pair(Smem& sm, const Ctx& c, int it, float (
     wgmma_wait<0>();
     reg_fence(o);
     release(sm, ka);
+    stamp(sm, 1, it / 2, 5);
 
-    if (next_b) scores(sm, s, kb + 2, qr);
+    if (next_b) {
+        // A's scores first: WG0's softmax, which WG1's waits for, then overlaps B's scores.
+        if (MLA_S_ORDER) bar_sync(BAR_S_ISSUED, CONSUMERS);
+        scores(sm, s, kb + 2, qr);
+    }
+    stamp(sm, 1, it / 2, 6);
     wgmma_wait<0>();
     reg_fence(s);
+    stamp(sm, 1, it / 2, 7);
 }
 
 }  // namespace
@@ -478,12 +527,18 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_seesaw(
         for (int i = 0; i < 128; ++i) o[i] = 0.f;
         float lsum[2] = {0.f, 0.f};
         float s[16];
-        if (wg < c.n) scores(sm, s, c.k0 + wg, qr);   // WG0 starts on tile 0, WG1 on tile 1
+        // WG0 starts on tile 0, WG1 on tile 1 (queued behind WG0's, as in the pairs).
+        if (MLA_S_ORDER && wg == 1 && c.n > 1) bar_sync(BAR_S_ISSUED, CONSUMERS);
+        if (wg < c.n) scores(sm, s, c.k0 + wg, qr);
+        if (MLA_S_ORDER && wg == 0 && c.n > 1) bar_arrive(BAR_S_ISSUED, CONSUMERS);
         wgmma_wait<0>();
         reg_fence(s);
-        for (int it = 0; it < c.n; it += 2) {
-            if (wg == 0) wg0_pair(sm, c, it, o, s, lsum, qr);
-            else wg1_pair(sm, c, it, o, s, lsum, qr);
+        // One loop per warpgroup: a shared loop body joins the two paths, and ptxas then moves
+        // o's 128 registers at every iteration (~150 clocks a pair, measured with MLA_TRACE).
+        if (wg == 0) {
+            for (int it = 0; it < c.n; it += 2) wg0_pair(sm, c, it, o, s, lsum, qr);
+        } else {
+            for (int it = 0; it < c.n; it += 2) wg1_pair(sm, c, it, o, s, lsum, qr);
         }
         c.k0 += c.n;
 

@@ -7,7 +7,9 @@
 #include "common/params.cuh"
 
 #define BLOCK_N 64
-#define FIXED_OVERHEAD 5
+#ifndef FIXED_OVERHEAD
+#define FIXED_OVERHEAD 5    // blocks a sequence piece costs beyond its own (scheduler.py has the same)
+#endif
 #define STAGED_SEQS 3072    // 44 KB of static shared memory in all
 #define STAGED_PARTS 1024
 #define PART_FIELDS 5       // begin_batch, begin_block, end_batch, end_block, begin_split (+3 zeros)

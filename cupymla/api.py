@@ -66,7 +66,7 @@ def _launch_metadata(seqlens, device_id, num_parts, stream):
     with arrays.on(device_id, stream):
         sched = cp.empty((num_parts, METADATA_COLS), dtype=np.int32)
         num_splits = cp.empty((batch + 1,), dtype=np.int32)
-        fn = kernels.get_function(device_id, "metadata.cu")
+        fn = kernels.get_function(device_id, "metadata.cu", kernels.extra_defines("metadata.cu") or None)
         p = params.pack(params.METADATA_PARAMS, seqlens=seqlens.data.ptr, sched=sched.data.ptr,
                         num_splits=num_splits.data.ptr, batch=batch, num_parts=num_parts)
         fn((1,), (32,), (p,), stream=stream)

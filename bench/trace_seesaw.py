@@ -1,0 +1,47 @@
+"""Clock stamps of the seesaw kernel's pairs (decode_sm90_seesaw.cu built with MLA_TRACE=1).
+
+    python3 bench/trace_seesaw.py [B=8 S_K=32768 H_Q=128]     (on a Hopper GPU, from the repo root)
+
+Prints, for 8 consecutive pairs of CTA 0, each stamp's SM clock offset from warpgroup 0's first
+stamp of the pair. WG0: 0 scores of A done, 1 maxima posted, 2 P_A V_A,L issued, 3 WG1's maxima
+seen, 4 P_A posted, 5 P_A V_A,L done, 6 P_B seen, 7 next scores issued, 8 next scores done,
+9 A's row maxima (masks and shuffles) done, 10 running maxima read from shared memory.
+WG1: 0 pair start, 1 WG0's maxima seen, 2 P_B posted, 3 P_B V_B,R issued, 4 P_A seen,
+5 P_A V_A,R done, 6 next scores issued, 7 next scores done.
+"""
+
+import os
+import sys
+
+os.environ["CUPYMLA_DEFINES"] = "decode_sm90_seesaw.cu:MLA_TRACE=1"
+
+import cupy as cp  # noqa: E402
+import ml_dtypes  # noqa: E402
+import numpy as np  # noqa: E402
+
+import cupymla  # noqa: E402
+from cupymla import kernels  # noqa: E402
+from tests.gpu_cases import make_inputs  # noqa: E402
+
+
+def main(b=8, s_k=32768, h_q=128):
+    rng = np.random.default_rng(0)
+    inp = make_inputs(rng, b, 1, h_q, 1, np.full(b, s_k, np.int32), 64, np.dtype(ml_dtypes.bfloat16), garbage=False)
+    meta, splits = cupymla.get_mla_metadata(inp["cache_seqlens"], h_q, 1)
+    for _ in range(3):
+        cupymla.flash_mla_with_kvcache(inp["q"], inp["k_cache"], inp["block_table"], inp["cache_seqlens"], 512,
+                                       meta, splits)
+    cp.cuda.Device().synchronize()
+    mod = next(m for k, m in kernels._modules.items() if k[1] == "decode_sm90_seesaw.cu" and "MLA_TRACE" in dict(k[2]))
+    t = cp.ndarray((2, 8, 12), cp.uint32, mod.get_global("mla_trace")).get().astype(np.int64)
+    for pair in range(8):
+        t0 = t[0, pair, 0]
+        w0 = " ".join(f"{int(x - t0):6d}" for x in t[0, pair, :11])
+        w1 = " ".join(f"{int(x - t0):6d}" for x in t[1, pair, :8])
+        print(f"pair {pair}: WG0 {w0} | WG1 {w1}")
+    period = np.diff(t[0, :, 0])
+    print(f"pair period (clocks): {period.tolist()}; median {int(np.median(period))}")
+
+
+if __name__ == "__main__":
+    main(*(int(a) for a in sys.argv[1:]))

@@ -293,7 +293,7 @@ __device__ __forceinline__ void release(Smem& sm, int k) {
 // Warpgroup 0's share of the pair (A = tile it, B = tile it + 1 of the piece). s holds A's
 // scores on entry and the next A's on exit.
 __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (&o)[128], float (&s)[16],
-                                         float (&lsum)[2], const QRegs& qr) {
+                                         float (&lsum)[2], const QRegs& qr, float (&m_run)[2]) {
     const int ka = c.k0 + it, kb = ka + 1;
     const int ta = c.start + it * T, tb = ta + T;
     const bool has_b = it + 1 < c.n, next_a = it + 2 < c.n;
@@ -305,14 +305,15 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
     stamp(sm, 0, it / 2, 9);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-        const float m_old = sm.row_max[c.row[h]];
+        // The running maxima as WG1 left them, kept in registers: reading them from shared
+        // memory here waited behind WG1's scores for the shared-memory pipe.
+        const float m_old = m_run[h];
         m_new[h] = next_max(m_old, mx[h]);
         base[h] = m_new[h] == -inf_f() ? 0.f : m_new[h];   // no key seen yet: avoid inf - inf
         sc0[h] = fast_exp2(m_old - base[h]);
         lsum[h] *= sc0[h];
     }
     stamp(sm, 0, it / 2, 10);
-    __syncwarp();   // the quad has read row_max before its first thread rewrites it
     if (c.tq == 0) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
@@ -337,9 +338,13 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
     // says that its product of the previous pair, which read this buffer, is done).
     bar_sync(BAR_SCALE1, CONSUMERS);
     stamp(sm, 0, it / 2, 3);
-    if (has_b) {
 #pragma unroll
-        for (int h = 0; h < 2; ++h) sc1[h] = sm.scale1[c.row[h]];
+    for (int h = 0; h < 2; ++h) {
+        m_run[h] = m_new[h];
+        if (has_b) {
+            sc1[h] = sm.scale1[c.row[h]];
+            m_run[h] = sm.row_max[c.row[h]];
+        }
     }
     u32 pa_out[2][4];
     pack_p(s, sc1, pa_out);
@@ -536,7 +541,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_seesaw(
         // One loop per warpgroup: a shared loop body joins the two paths, and ptxas then moves
         // o's 128 registers at every iteration (~150 clocks a pair, measured with MLA_TRACE).
         if (wg == 0) {
-            for (int it = 0; it < c.n; it += 2) wg0_pair(sm, c, it, o, s, lsum, qr);
+            float m_run[2] = {-inf_f(), -inf_f()};
+            for (int it = 0; it < c.n; it += 2) wg0_pair(sm, c, it, o, s, lsum, qr, m_run);
         } else {
             for (int it = 0; it < c.n; it += 2) wg1_pair(sm, c, it, o, s, lsum, qr);
         }

@@ -10,12 +10,15 @@
 // each owns half of the output (O_L = O[:, 0:256] in WG0, O_R = O[:, 256:512] in WG1), so one
 // warpgroup's softmax runs while the other's products keep the tensor cores busy:
 //
-//   WG0: softmax A | O_L += P_A V_A,L | P_A x scale1 for WG1 | O_L += P_B V_B,L  + S_A' = Q K_A'^T
-//   WG1: softmax B (after A's maxima) | O_R += P_B V_B,R | O_R += P_A V_A,R | S_B' = Q K_B'^T
+//   WG0: softmax A, P_A to WG1 | O_L += P_A V_A,L | O_L x scale1 += P_B V_B,L  + S_A' = Q K_A'^T
+//   WG1: softmax B (after A's maxima), P_B to WG0 | O_R += P_A V_A,R | O_R x scale1 += P_B V_B,R
+//        | S_B' = Q K_B'^T (queued behind S_A')
 //
-// A warpgroup multiplies its own P from registers and the other's from shared memory. The
-// running row maxima live in shared memory: WG0 folds in A's (scale0: how much the old ones
-// shrink), then WG1 folds in B's (scale1); WG0 hands P_A over already rescaled by scale1.
+// A warpgroup multiplies its own P from registers and the other's from shared memory, where it
+// lies in the tile's rope slice (only the scores read it). The running row maxima pass through
+// shared memory: WG0 folds in A's (scale0: how much the old ones shrink), then WG1 folds in B's
+// (scale1). P_A leaves relative to A's maxima, as soon as it exists; WG1 applies scale1 to O_R
+// after P_A V_A,R. The maxima move only past a slack (next_max), so scales are rarely not 1.
 //
 // Tiles are 32 tokens, in four buffers of 36 KB (the same memory as two 64-token tiles): a
 // tile's buffer is busy from its scores to the other warpgroup's last product, about a pair, so
@@ -25,8 +28,7 @@
 // x every slice, a 5-D tensor map: k_map_rank 5, k_box_rows 32) as soon as both warpgroups have
 // released its buffer (mbarrier `empty`, one arrival per consumer warp).
 //
-// Shared memory (d = 576): q 72 KB + 4 tiles x 36 KB + P 8 KB (P_A in columns 0-31, P_B in
-// 32-63 of one 64 x 64 operand) = 224 KB.
+// Shared memory (d = 576): q 72 KB + 4 tiles x 36 KB = 216 KB (+ 16 KB of P for d = 512).
 //
 // Compile-time configuration: MLA_FP16 (0 = bf16, 1 = fp16), MLA_HEAD_DIM (576 or 512).
 #ifndef MLA_HEAD_DIM
@@ -69,6 +71,7 @@ constexpr int THREADS = CONSUMERS + 128;     // + the producer warpgroup (one th
 constexpr int SLICES = D / 64;
 constexpr int Q_SLICE = BLOCK_M * 64;        // elements of one 64-column slice of q
 constexpr int K_SLICE = T * 64;              // ... of a tile
+constexpr bool ROPE = D > 512;               // slice 8 (rope): read by the scores only
 // V (the first 512 columns of a tile) as wgmma's MN-major B operand: byte offsets between
 // 64-column slices (LBO) and groups of 8 tokens (SBO).
 constexpr u32 V_LBO = T * 128, V_SBO = 8 * 128;
@@ -76,9 +79,8 @@ constexpr u32 V_LBO = T * 128, V_SBO = 8 * 128;
 // Named barriers (0 is __syncthreads, which the producer warp does not join).
 constexpr int BAR_CONSUMERS = 1;   // both warpgroups
 constexpr int BAR_SCALE0 = 2;      // WG0 has folded A's maxima into row_max, scale0 written
-constexpr int BAR_SCALE1 = 3;      // WG1 has folded B's (or has none), scale1 written
-constexpr int BAR_P_A = 4;         // P_A (rescaled to B's maxima) is in shared memory
-constexpr int BAR_P_B = 5;         // P_B is in shared memory
+constexpr int BAR_P_A = 4;         // P_A is in shared memory
+constexpr int BAR_P_B = 5;         // B's maxima folded in (row_max, scale1) and P_B in shared memory
 constexpr int BAR_S_ISSUED = 6;    // WG0 has issued its next scores (WG1 queues its own behind)
 constexpr int BAR_WG = 7;          // + warpgroup: its own 128 threads
 
@@ -87,7 +89,7 @@ typedef u16 elem_t;
 struct __align__(1024) Smem {
     elem_t q[SLICES * Q_SLICE];
     elem_t k[NBUF][SLICES * K_SLICE];
-    elem_t p[64 * 64];                       // P_A: columns 0-31, P_B: 32-63
+    elem_t p[ROPE ? 1 : NBUF][ROPE ? 8 : 64 * T];   // d = 512: P of each buffer's tile (see p_of)
     float row_max[BLOCK_M];                  // running maxima, log2 domain
     float scale0[BLOCK_M], scale1[BLOCK_M];
     float row_sum[2][BLOCK_M];
@@ -97,8 +99,8 @@ struct __align__(1024) Smem {
 
 // MLA_TRACE: clock() stamps of pairs TRACE_FIRST .. + 7 of CTA 0's first sequence, read back
 // by bench/trace_seesaw.py as [warpgroup][pair][stamp].
-constexpr int TRACE_FIRST = 20;
 #if MLA_TRACE
+constexpr int TRACE_FIRST = 20;
 }  // namespace
 extern "C" __device__ u32 mla_trace[2 * 8 * 12];   // a plain name, for cupy's get_global
 __device__ u32 mla_trace[2 * 8 * 12];
@@ -178,10 +180,23 @@ __device__ __forceinline__ void scores(Smem& sm, float (&s)[16], int k, const QR
     wgmma_commit();
 }
 
-// Mask a tile's scores (tokens t0 .. t0 + 31), scale them to the log2 domain, and return this
-// thread's two rows' maxima over the tile (the 4 threads of a quad share a row).
-__device__ __forceinline__ void mask_and_max(float (&s)[16], float (&mx)[2], int t0, const Ctx& c) {
-    mx[0] = mx[1] = -inf_f();
+// The running maximum a row's probabilities are taken against, after a tile whose maximum is mx
+// (log2 domain). It moves only when the tile's maximum exceeds it by more than MLA_MAX_SLACK:
+// probabilities then stay below 2^slack (bf16/fp16 and the fp32 sums hold that easily), and most
+// tiles rescale nothing, so scale_o's 128 multiplies a thread are skipped (with slack 0, the
+// random benchmark data moved some row of a warp on about half of the tiles).
+__device__ __forceinline__ float next_max(float m_old, float mx) {
+    return mx > m_old + MLA_MAX_SLACK ? mx : m_old;
+}
+
+// Mask a tile's scores (tokens t0 .. t0 + 31) and scale them to the log2 domain; return the
+// running maxima of this thread's two rows after the tile (next_max; the 4 threads of a quad
+// share a row and agree on it). Most tiles move no maximum of a warp: a vote finds out, and
+// the shuffles for the quads' maxima run only when one might (they queue behind the other
+// warpgroup's scores for the shared-memory pipe: ~500 clocks, measured with MLA_TRACE).
+__device__ __forceinline__ void mask_and_max(float (&s)[16], float (&m_new)[2], const float (&m_old)[2], int t0,
+                                             const Ctx& c) {
+    float mx[2] = {-inf_f(), -inf_f()};
 #pragma unroll
     for (int j = 0; j < 4; ++j)
 #pragma unroll
@@ -193,21 +208,18 @@ __device__ __forceinline__ void mask_and_max(float (&s)[16], float (&mx)[2], int
                 v = t < c.limit[h] ? v * c.scale_log2 : -inf_f();
                 mx[h] = fmaxf(mx[h], v);
             }
+    m_new[0] = m_old[0];
+    m_new[1] = m_old[1];
+    if (__any_sync(0xffffffffu, mx[0] > m_old[0] + MLA_MAX_SLACK || mx[1] > m_old[1] + MLA_MAX_SLACK)) {
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+        for (int h = 0; h < 2; ++h) {
+            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+            m_new[h] = next_max(m_old[h], mx[h]);
+        }
     }
 }
 
-// The running maximum a row's probabilities are taken against, after a tile whose maximum is mx
-// (log2 domain). It moves only when the tile's maximum exceeds it by more than MLA_MAX_SLACK:
-// probabilities then stay below 2^slack (bf16/fp16 and the fp32 sums hold that easily), and most
-// tiles rescale nothing, so scale_o's 128 multiplies a thread are skipped (with slack 0, the
-// random benchmark data moved some row of a warp on about half of the tiles).
-__device__ __forceinline__ float next_max(float m_old, float mx) {
-    return mx > m_old + MLA_MAX_SLACK ? mx : m_old;
-}
 
 // s = exp2(s - base) per row, added to the row sums.
 __device__ __forceinline__ void exp_rows(float (&s)[16], const float (&base)[2], float (&sum)[2]) {
@@ -229,13 +241,21 @@ __device__ __forceinline__ void pack_p(const float (&s)[16], const float (&f)[2]
             a[kt][i] = pack2(s[8 * kt + 2 * i] * f[i % 2], s[8 * kt + 2 * i + 1] * f[i % 2]);
 }
 
-// The same fragment into columns col0 .. col0 + 31 of the shared 64 x 64 P operand.
-__device__ __forceinline__ void store_p(elem_t* sp, const u32 (&a)[2][4], const Ctx& c, int col0) {
+// Where a tile's P (64 rows x 32 tokens) goes for the other warpgroup's product: into the tile's
+// own rope slice, which only its scores read (done by then), so every buffer carries its own P
+// and a P is never overwritten while a product still reads it; with d = 512, a separate area
+// per buffer. 64 bytes a row, in wgmma's 64-byte swizzle (16-byte piece j of row r at
+// j ^ ((r / 2) % 4)), K-major: the A operand of P V.
+__device__ __forceinline__ elem_t* p_of(Smem& sm, int buf) { return ROPE ? sm.k[buf] + 8 * K_SLICE : sm.p[buf]; }
+
+__device__ __forceinline__ void store_p(elem_t* sp, const u32 (&a)[2][4], const Ctx& c) {
 #pragma unroll
     for (int kt = 0; kt < 2; ++kt)
 #pragma unroll
-        for (int i = 0; i < 4; ++i)
-            *reinterpret_cast<u32*>(sp + swz(64, c.row[i % 2], col0 + 16 * kt + 8 * (i / 2) + 2 * c.tq)) = a[kt][i];
+        for (int i = 0; i < 4; ++i) {
+            const int row = c.row[i % 2], col = 16 * kt + 8 * (i / 2) + 2 * c.tq;
+            *reinterpret_cast<u32*>(sp + row * T + ((((col / 8) ^ ((row / 2) % 4)) * 8) + col % 8)) = a[kt][i];
+        }
 }
 
 __device__ __forceinline__ void scale_o(float (&o)[128], const float (&f)[2]) {
@@ -276,8 +296,8 @@ __device__ __forceinline__ void pv_regs(float (&o)[128], const u32 (&a)[2][4], c
     wgmma_commit();
 }
 template <int HALF>
-__device__ __forceinline__ void pv_smem(float (&o)[128], const elem_t* sp, int col0, const elem_t* sk) {
-    const u64 desc_p = smem_desc(sp, 16, 1024) + ((col0 * 2) >> 4);
+__device__ __forceinline__ void pv_smem(float (&o)[128], const elem_t* sp, const elem_t* sk) {
+    const u64 desc_p = smem_desc_sw64(sp, 8 * 64);
     const u64 desc_v = smem_desc(sk + 4 * HALF * K_SLICE, V_LBO, V_SBO);
     wgmma_fence();
 #pragma unroll
@@ -291,7 +311,7 @@ __device__ __forceinline__ void release(Smem& sm, int k) {
 }
 
 // Warpgroup 0's share of the pair (A = tile it, B = tile it + 1 of the piece). s holds A's
-// scores on entry and the next A's on exit.
+// scores on entry and the next A's on exit; m_run the running maxima (registers).
 __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (&o)[128], float (&s)[16],
                                          float (&lsum)[2], const QRegs& qr, float (&m_run)[2]) {
     const int ka = c.k0 + it, kb = ka + 1;
@@ -299,21 +319,16 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
     const bool has_b = it + 1 < c.n, next_a = it + 2 < c.n;
 
     // Softmax of A against the running maxima; scale0 tells WG1 how much O_R shrinks.
-    float mx[2], m_new[2], base[2], sc0[2], sc1[2] = {1.f, 1.f};
     stamp(sm, 0, it / 2, 0);
-    mask_and_max(s, mx, ta, c);
+    float m_new[2], base[2], sc0[2];
+    mask_and_max(s, m_new, m_run, ta, c);
     stamp(sm, 0, it / 2, 9);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-        // The running maxima as WG1 left them, kept in registers: reading them from shared
-        // memory here waited behind WG1's scores for the shared-memory pipe.
-        const float m_old = m_run[h];
-        m_new[h] = next_max(m_old, mx[h]);
         base[h] = m_new[h] == -inf_f() ? 0.f : m_new[h];   // no key seen yet: avoid inf - inf
-        sc0[h] = fast_exp2(m_old - base[h]);
+        sc0[h] = fast_exp2(m_run[h] - base[h]);
         lsum[h] *= sc0[h];
     }
-    stamp(sm, 0, it / 2, 10);
     if (c.tq == 0) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
@@ -324,34 +339,33 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
     bar_arrive(BAR_SCALE0, CONSUMERS);
     stamp(sm, 0, it / 2, 1);
     exp_rows(s, base, lsum);
-    scale_o(o, sc0);
     u32 pa[2][4];
     const float one[2] = {1.f, 1.f};
     pack_p(s, one, pa);
-
-    // O_L += P_A V_A,L
-    zero_v_tail(sm.k[buf_of(ka)], 0, c.load_end - ta, 0);
-    pv_regs<0>(o, pa, sm.k[buf_of(ka)]);
+    // P_A for WG1 at once, relative to A's maxima (WG1 folds B's into its own output).
+    store_p(p_of(sm, buf_of(ka)), pa, c);
+    fence_proxy_async();
+    bar_arrive(BAR_P_A, CONSUMERS);
     stamp(sm, 0, it / 2, 2);
 
-    // P_A for WG1, rescaled to the maxima after B (WG1 always answers, B or not: its answer also
-    // says that its product of the previous pair, which read this buffer, is done).
-    bar_sync(BAR_SCALE1, CONSUMERS);
+    // O_L = O_L x scale0 + P_A V_A,L
+    scale_o(o, sc0);
+    zero_v_tail(sm.k[buf_of(ka)], 0, c.load_end - ta, 0);
+    pv_regs<0>(o, pa, sm.k[buf_of(ka)]);
     stamp(sm, 0, it / 2, 3);
+
+    float sc1[2] = {1.f, 1.f};
+    m_run[0] = m_new[0];
+    m_run[1] = m_new[1];
+    if (has_b) {
+        bar_sync(BAR_P_B, CONSUMERS);   // B's maxima and P_B
+        stamp(sm, 0, it / 2, 4);
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        m_run[h] = m_new[h];
-        if (has_b) {
+        for (int h = 0; h < 2; ++h) {
             sc1[h] = sm.scale1[c.row[h]];
             m_run[h] = sm.row_max[c.row[h]];
         }
     }
-    u32 pa_out[2][4];
-    pack_p(s, sc1, pa_out);
-    store_p(sm.p, pa_out, c, 0);
-    fence_proxy_async();
-    bar_arrive(BAR_P_A, CONSUMERS);
-    stamp(sm, 0, it / 2, 4);
     wgmma_wait<0>();
     reg_fence(o);
 #pragma unroll
@@ -363,10 +377,9 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
         scale_o(o, sc1);
 #pragma unroll
         for (int h = 0; h < 2; ++h) lsum[h] *= sc1[h];
-        bar_sync(BAR_P_B, CONSUMERS);
-        stamp(sm, 0, it / 2, 6);
         zero_v_tail(sm.k[buf_of(kb)], 0, c.load_end - tb, 0);
-        pv_smem<0>(o, sm.p, 32, sm.k[buf_of(kb)]);
+        pv_smem<0>(o, p_of(sm, buf_of(kb)), sm.k[buf_of(kb)]);
+        stamp(sm, 0, it / 2, 6);
     }
     // The scores of the next A while P_B V_B,L runs.
     if (next_a) scores(sm, s, ka + 2, qr);
@@ -385,34 +398,34 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
     stamp(sm, 0, it / 2, 8);
 }
 
-// Warpgroup 1's share: softmax B against A's maxima, O_R += P_B V_B,R, O_R += P_A V_A,R, the
-// scores of the next B. s holds B's scores on entry (if there is a B) and the next B's on exit.
+// Warpgroup 1's share: softmax B against A's maxima, O_R = (O_R x scale0 + P_A V_A,R) x scale1
+// + P_B V_B,R, the scores of the next B. s holds B's scores on entry (if there is a B) and the
+// next B's on exit.
 __device__ __forceinline__ void wg1_pair(Smem& sm, const Ctx& c, int it, float (&o)[128], float (&s)[16],
                                          float (&lsum)[2], const QRegs& qr) {
     const int ka = c.k0 + it, kb = ka + 1;
     const int ta = c.start + it * T, tb = ta + T;
     const bool has_b = it + 1 < c.n, next_b = it + 3 < c.n;
 
-    // O_R shrinks by scale0 x scale1.
     stamp(sm, 1, it / 2, 0);
     bar_sync(BAR_SCALE0, CONSUMERS);
     stamp(sm, 1, it / 2, 1);
-    float f[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) f[h] = sm.scale0[c.row[h]];
+    float sc0[2], sc1[2] = {1.f, 1.f};
     u32 pb[2][4];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) sc0[h] = sm.scale0[c.row[h]];
     if (has_b) {
-        float mx[2], m_new[2], base[2], sc1[2];
-        mask_and_max(s, mx, tb, c);
+        float m_a[2], m_new[2], base[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) m_a[h] = sm.row_max[c.row[h]];
+        mask_and_max(s, m_new, m_a, tb, c);
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-            const float m_a = sm.row_max[c.row[h]];
-            m_new[h] = next_max(m_a, mx[h]);
             base[h] = m_new[h] == -inf_f() ? 0.f : m_new[h];
-            sc1[h] = fast_exp2(m_a - base[h]);
-            f[h] *= sc1[h];
+            sc1[h] = fast_exp2(m_a[h] - base[h]);
+            lsum[h] *= sc0[h] * sc1[h];
         }
-        __syncwarp();
+        __syncwarp();   // the quad has read row_max before its first thread rewrites it
         if (c.tq == 0) {
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
@@ -420,43 +433,44 @@ __device__ __forceinline__ void wg1_pair(Smem& sm, const Ctx& c, int it, float (
                 sm.scale1[c.row[h]] = sc1[h];
             }
         }
-        bar_arrive(BAR_SCALE1, CONSUMERS);
-#pragma unroll
-        for (int h = 0; h < 2; ++h) lsum[h] *= f[h];
         exp_rows(s, base, lsum);
         const float one[2] = {1.f, 1.f};
         pack_p(s, one, pb);
-        store_p(sm.p, pb, c, 32);
+        // P_A is in before P_B goes out: WG0 posts its next P_A only after seeing P_B, so it
+        // never arrives twice at BAR_P_A before this warpgroup has waited there once.
+        bar_sync(BAR_P_A, CONSUMERS);
+        store_p(p_of(sm, buf_of(kb)), pb, c);
         fence_proxy_async();
         bar_arrive(BAR_P_B, CONSUMERS);
         stamp(sm, 1, it / 2, 2);
-        scale_o(o, f);
+    } else {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) lsum[h] *= sc0[h];
+        bar_sync(BAR_P_A, CONSUMERS);
+    }
+    stamp(sm, 1, it / 2, 3);
 
-        // O_R += P_B V_B,R
+    // O_R = O_R x scale0 + P_A V_A,R (P_A is relative to A's maxima) ...
+    scale_o(o, sc0);
+    zero_v_tail(sm.k[buf_of(ka)], 1, c.load_end - ta, 1);
+    pv_smem<1>(o, p_of(sm, buf_of(ka)), sm.k[buf_of(ka)]);
+    if (has_b) {
+        // ... then x scale1 (rare with the slack: the product must be done first) + P_B V_B,R.
+        if (__any_sync(0xffffffffu, sc1[0] != 1.f || sc1[1] != 1.f)) {
+            wgmma_wait<0>();
+            reg_fence(o);
+            scale_o(o, sc1);
+        }
         zero_v_tail(sm.k[buf_of(kb)], 1, c.load_end - tb, 1);
         pv_regs<1>(o, pb, sm.k[buf_of(kb)]);
-        stamp(sm, 1, it / 2, 3);
-    } else {
-        bar_arrive(BAR_SCALE1, CONSUMERS);
-#pragma unroll
-        for (int h = 0; h < 2; ++h) lsum[h] *= f[h];
-        scale_o(o, f);
-    }
-
-    // O_R += P_A V_A,R
-    bar_sync(BAR_P_A, CONSUMERS);
-    stamp(sm, 1, it / 2, 4);
-    zero_v_tail(sm.k[buf_of(ka)], 1, c.load_end - ta, 1);
-    pv_smem<1>(o, sm.p, 0, sm.k[buf_of(ka)]);
-    if (has_b) {
-        wgmma_wait<1>();
-#pragma unroll
-        for (int kt = 0; kt < 2; ++kt) reg_fence(pb[kt]);
-        release(sm, kb);
+        stamp(sm, 1, it / 2, 4);
     }
     wgmma_wait<0>();
     reg_fence(o);
+#pragma unroll
+    for (int kt = 0; kt < 2; ++kt) reg_fence(pb[kt]);
     release(sm, ka);
+    if (has_b) release(sm, kb);
     stamp(sm, 1, it / 2, 5);
 
     if (next_b) {

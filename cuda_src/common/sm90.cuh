@@ -13,6 +13,12 @@ __device__ __forceinline__ u64 smem_desc(const void* p, u32 lbo_bytes, u32 sbo_b
     return (u64)((a & 0x3FFFF) >> 4) | ((u64)(lbo_bytes >> 4) << 16) | ((u64)(sbo_bytes >> 4) << 32) | (1ull << 62);
 }
 
+// The same for a K-major operand of 64-byte rows in the 64-byte swizzle (mode 2; LBO unused).
+__device__ __forceinline__ u64 smem_desc_sw64(const void* p, u32 sbo_bytes) {
+    const u32 a = smem_addr(p);
+    return (u64)((a & 0x3FFFF) >> 4) | (1ull << 16) | ((u64)(sbo_bytes >> 4) << 32) | (2ull << 62);
+}
+
 // The kernel's struct Smem in the dynamic shared window, which is only guaranteed 16-byte
 // alignment: rounded up to 1024 for the swizzle. Offsetting the __shared__ array itself (not an
 // integer cast of its address) keeps the compiler's accesses shared-memory ones instead of

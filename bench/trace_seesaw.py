@@ -3,10 +3,11 @@
     python3 bench/trace_seesaw.py [B=8 S_K=32768 H_Q=128]     (on a Hopper GPU, from the repo root)
 
 Prints, for 8 consecutive pairs of CTA 0, each stamp's SM clock offset from warpgroup 0's first
-stamp of the pair. WG0: 0 scores of A done, 1 maxima posted, 2 P_A posted, 3 P_A V_A,L issued,
+stamp of the pair. WG0: 0 scores of A done, 1 maxima posted, 2 P_A V_A,L issued, 3 P_A posted,
 4 P_B seen, 5 P_A V_A,L done, 6 P_B V_B,L issued, 7 next scores issued, 8 next scores done,
-9 A's row maxima done, 10 (= 9). WG1: 0 pair start, 1 WG0's maxima seen, 2 P_B posted, 3 P_A
-seen, 4 P_B V_B,R issued, 5 products done, 6 next scores issued, 7 next scores done.
+9 A's row maxima done, 10 (unused). WG1: 0 pair start, 1 WG0's maxima seen, 2 P_B V_B,R issued,
+3 P_A seen (and P_B posted), 4 P_A V_A,R issued, 5 products done, 6 next scores issued, 7 next
+scores done.
 """
 
 import os

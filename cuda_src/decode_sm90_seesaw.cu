@@ -258,6 +258,20 @@ __device__ __forceinline__ void store_p(elem_t* sp, const u32 (&a)[2][4], const 
         }
 }
 
+// This thread's values of a stored P (store_p's places) times f, per row.
+__device__ __forceinline__ void scale_p(elem_t* sp, const float (&f)[2], const Ctx& c) {
+#pragma unroll
+    for (int kt = 0; kt < 2; ++kt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int row = c.row[i % 2], col = 16 * kt + 8 * (i / 2) + 2 * c.tq;
+            u32& v = *reinterpret_cast<u32*>(sp + row * T + ((((col / 8) ^ ((row / 2) % 4)) * 8) + col % 8));
+            float lo, hi;
+            unpack2(v, lo, hi);
+            v = pack2(lo * f[i % 2], hi * f[i % 2]);
+        }
+}
+
 __device__ __forceinline__ void scale_o(float (&o)[128], const float (&f)[2]) {
     // Once the maxima settle most tiles move none: skip 128 multiplies (warp-uniform test).
     if (!__any_sync(0xffffffffu, f[0] != 1.f || f[1] != 1.f)) return;
@@ -342,16 +356,16 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
     u32 pa[2][4];
     const float one[2] = {1.f, 1.f};
     pack_p(s, one, pa);
-    // P_A for WG1 at once, relative to A's maxima (WG1 folds B's into its own output).
-    store_p(p_of(sm, buf_of(ka)), pa, c);
-    fence_proxy_async();
-    bar_arrive(BAR_P_A, CONSUMERS);
-    stamp(sm, 0, it / 2, 2);
 
-    // O_L = O_L x scale0 + P_A V_A,L
+    // O_L = O_L x scale0 + P_A V_A,L, issued first: the tensor cores idle until it comes.
     scale_o(o, sc0);
     zero_v_tail(sm.k[buf_of(ka)], 0, c.load_end - ta, 0);
     pv_regs<0>(o, pa, sm.k[buf_of(ka)]);
+    stamp(sm, 0, it / 2, 2);
+    // P_A for WG1, relative to A's maxima (WG1 folds B's into its own output).
+    store_p(p_of(sm, buf_of(ka)), pa, c);
+    fence_proxy_async();
+    bar_arrive(BAR_P_A, CONSUMERS);
     stamp(sm, 0, it / 2, 3);
 
     float sc1[2] = {1.f, 1.f};
@@ -436,35 +450,39 @@ __device__ __forceinline__ void wg1_pair(Smem& sm, const Ctx& c, int it, float (
         exp_rows(s, base, lsum);
         const float one[2] = {1.f, 1.f};
         pack_p(s, one, pb);
+        // O_R = O_R x scale0 x scale1 + P_B V_B,R, issued first: the tensor cores idle until
+        // then; P_A V_A,R, relative to A's maxima, gets scale1 on P_A below (rarely not 1).
+        const float f[2] = {sc0[0] * sc1[0], sc0[1] * sc1[1]};
+        scale_o(o, f);
+        zero_v_tail(sm.k[buf_of(kb)], 1, c.load_end - tb, 1);
+        pv_regs<1>(o, pb, sm.k[buf_of(kb)]);
+        stamp(sm, 1, it / 2, 2);
         // P_A is in before P_B goes out: WG0 posts its next P_A only after seeing P_B, so it
         // never arrives twice at BAR_P_A before this warpgroup has waited there once.
         bar_sync(BAR_P_A, CONSUMERS);
         store_p(p_of(sm, buf_of(kb)), pb, c);
         fence_proxy_async();
         bar_arrive(BAR_P_B, CONSUMERS);
-        stamp(sm, 1, it / 2, 2);
+        // Each warp rescales its own rows of P_A if it must (a warp-level test); the barrier is
+        // for all of them, so it cannot sit inside that test (warps would wait for each other
+        // forever: the first version did, and hung the GPU suite).
+        if (__any_sync(0xffffffffu, sc1[0] != 1.f || sc1[1] != 1.f)) {
+            scale_p(p_of(sm, buf_of(ka)), sc1, c);
+            fence_proxy_async();
+        }
+        bar_sync(BAR_WG + 1, 128);   // all of P_A rescaled before the product reads it
     } else {
 #pragma unroll
         for (int h = 0; h < 2; ++h) lsum[h] *= sc0[h];
+        scale_o(o, sc0);
         bar_sync(BAR_P_A, CONSUMERS);
     }
     stamp(sm, 1, it / 2, 3);
 
-    // O_R = O_R x scale0 + P_A V_A,R (P_A is relative to A's maxima) ...
-    scale_o(o, sc0);
+    // O_R += P_A V_A,R
     zero_v_tail(sm.k[buf_of(ka)], 1, c.load_end - ta, 1);
     pv_smem<1>(o, p_of(sm, buf_of(ka)), sm.k[buf_of(ka)]);
-    if (has_b) {
-        // ... then x scale1 (rare with the slack: the product must be done first) + P_B V_B,R.
-        if (__any_sync(0xffffffffu, sc1[0] != 1.f || sc1[1] != 1.f)) {
-            wgmma_wait<0>();
-            reg_fence(o);
-            scale_o(o, sc1);
-        }
-        zero_v_tail(sm.k[buf_of(kb)], 1, c.load_end - tb, 1);
-        pv_regs<1>(o, pb, sm.k[buf_of(kb)]);
-        stamp(sm, 1, it / 2, 4);
-    }
+    stamp(sm, 1, it / 2, 4);
     wgmma_wait<0>();
     reg_fence(o);
 #pragma unroll

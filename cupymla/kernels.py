@@ -8,7 +8,10 @@ the key, the ``-arch`` is ours alone, and ``python -m cupymla compile`` can buil
 every variant on a machine without a GPU.
 
 The kernel for your GPU:
-* ``cuda_src/decode_sm90.cu``: Hopper (compute capability 9.0), more than 32 query rows per kv head.
+* ``cuda_src/decode_sm90_seesaw.cu``: Hopper (compute capability 9.0), more than 32 query rows per
+  kv head, pages of 32 tokens or more.
+* ``cuda_src/decode_sm90.cu``: Hopper, more than 32 query rows per kv head, pages of 16 (or
+  CUPYMLA_SM90_SEESAW=0).
 * ``cuda_src/decode_sm90_narrow.cu``: Hopper, at most 32 query rows per kv head (h_q / h_kv <= 32).
 * ``cuda_src/decode_sm80.cu``: every other GPU from sm_80 (Ampere) up.
 * ``cuda_src/combine.cu``, ``cuda_src/metadata.cu``: all GPUs.

@@ -50,6 +50,16 @@ __device__ __forceinline__ u32 pack2(float lo, float hi) {
     return r;
 }
 
+// The inverse of pack2.
+__device__ __forceinline__ void unpack2(u32 v, float& lo, float& hi) {
+#if defined(MLA_FP16) && MLA_FP16
+    asm("{\n.reg .b16 l, h;\nmov.b32 {l, h}, %2;\ncvt.f32.f16 %0, l;\ncvt.f32.f16 %1, h;\n}\n" : "=f"(lo), "=f"(hi) : "r"(v));
+#else
+    lo = __uint_as_float(v << 16);
+    hi = __uint_as_float(v & 0xffff0000u);
+#endif
+}
+
 __device__ __forceinline__ float fast_exp2(float x) {
     float y;
     asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));

@@ -54,6 +54,11 @@
 #ifndef MLA_S_ORDER
 #define MLA_S_ORDER 1
 #endif
+// MLA_WG0_OVERLAP: warpgroup 0 issues its next scores ahead of P_B V_B,L and starts the next
+// softmax while that product still runs (experimental: not yet measured).
+#ifndef MLA_WG0_OVERLAP
+#define MLA_WG0_OVERLAP 0
+#endif
 // MLA_MAX_SLACK: see next_max().
 #ifndef MLA_MAX_SLACK
 #define MLA_MAX_SLACK 8.0f
@@ -327,7 +332,7 @@ __device__ __forceinline__ void release(Smem& sm, int k) {
 // Warpgroup 0's share of the pair (A = tile it, B = tile it + 1 of the piece). s holds A's
 // scores on entry and the next A's on exit; m_run the running maxima (registers).
 __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (&o)[128], float (&s)[16],
-                                         float (&lsum)[2], const QRegs& qr, float (&m_run)[2]) {
+                                         float (&lsum)[2], const QRegs& qr, float (&m_run)[2], int& pending) {
     const int ka = c.k0 + it, kb = ka + 1;
     const int ta = c.start + it * T, tb = ta + T;
     const bool has_b = it + 1 < c.n, next_a = it + 2 < c.n;
@@ -356,6 +361,12 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
     u32 pa[2][4];
     const float one[2] = {1.f, 1.f};
     pack_p(s, one, pa);
+    if (MLA_WG0_OVERLAP) {   // the previous pair's P_B V_B,L ran during this softmax
+        wgmma_wait<0>();
+        reg_fence(o);
+        if (pending >= 0) release(sm, pending);
+        pending = -1;
+    }
 
     // O_L = O_L x scale0 + P_A V_A,L, issued first: the tensor cores idle until it comes.
     scale_o(o, sc0);
@@ -387,6 +398,27 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
     release(sm, ka);
     stamp(sm, 0, it / 2, 5);
 
+#if MLA_WG0_OVERLAP
+    if (has_b) {
+        scale_o(o, sc1);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) lsum[h] *= sc1[h];
+        zero_v_tail(sm.k[buf_of(kb)], 0, c.load_end - tb, 0);
+    }
+    if (next_a) scores(sm, s, ka + 2, qr);
+    if (MLA_S_ORDER && it + 3 < c.n) bar_arrive(BAR_S_ISSUED, CONSUMERS);
+    stamp(sm, 0, it / 2, 7);
+    if (has_b) {
+        pv_smem<0>(o, p_of(sm, buf_of(kb)), sm.k[buf_of(kb)]);
+        pending = kb;
+        wgmma_wait<1>();
+    } else {
+        wgmma_wait<0>();
+    }
+    reg_fence(s);
+    stamp(sm, 0, it / 2, 8);
+    return;
+#endif
     if (has_b) {   // O_L = O_L x scale1 + P_B V_B,L
         scale_o(o, sc1);
 #pragma unroll
@@ -574,7 +606,13 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_seesaw(
         // o's 128 registers at every iteration (~150 clocks a pair, measured with MLA_TRACE).
         if (wg == 0) {
             float m_run[2] = {-inf_f(), -inf_f()};
-            for (int it = 0; it < c.n; it += 2) wg0_pair(sm, c, it, o, s, lsum, qr, m_run);
+            int pending = -1;   // MLA_WG0_OVERLAP: a tile whose last product may still run
+            for (int it = 0; it < c.n; it += 2) wg0_pair(sm, c, it, o, s, lsum, qr, m_run, pending);
+            if (MLA_WG0_OVERLAP) {
+                wgmma_wait<0>();
+                reg_fence(o);
+                if (pending >= 0) release(sm, pending);
+            }
         } else {
             for (int it = 0; it < c.n; it += 2) wg1_pair(sm, c, it, o, s, lsum, qr);
         }

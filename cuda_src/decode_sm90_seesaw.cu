@@ -10,20 +10,22 @@
 // each owns half of the output (O_L = O[:, 0:256] in WG0, O_R = O[:, 256:512] in WG1), so one
 // warpgroup's softmax runs while the other's products keep the tensor cores busy:
 //
-//   WG0: softmax A, P_A to WG1 | O_L += P_A V_A,L | O_L x scale1 += P_B V_B,L  + S_A' = Q K_A'^T
-//   WG1: softmax B (after A's maxima), P_B to WG0 | O_R += P_A V_A,R | O_R x scale1 += P_B V_B,R
+//   WG0: softmax A | O_L += P_A V_A,L, P_A to WG1 | O_L x scale1 += P_B V_B,L  + S_A' = Q K_A'^T
+//   WG1: softmax B (after A's maxima) | O_R += P_B V_B,R, P_B to WG0 | O_R += P_A V_A,R
 //        | S_B' = Q K_B'^T (queued behind S_A')
 //
 // A warpgroup multiplies its own P from registers and the other's from shared memory, where it
 // lies in the tile's rope slice (only the scores read it). The running row maxima pass through
 // shared memory: WG0 folds in A's (scale0: how much the old ones shrink), then WG1 folds in B's
-// (scale1). P_A leaves relative to A's maxima, as soon as it exists; WG1 applies scale1 to O_R
-// after P_A V_A,R. The maxima move only past a slack (next_max), so scales are rarely not 1.
+// (scale1). P_A leaves relative to A's maxima, as soon as it exists, and WG1 scales it by
+// scale1 in place when that is not 1; each warpgroup issues its own product before it posts its
+// P. The maxima move only past a slack (next_max), so scales are rarely not 1.
 //
 // Tiles are 32 tokens, in four buffers of 36 KB (the same memory as two 64-token tiles): a
 // tile's buffer is busy from its scores to the other warpgroup's last product, about a pair, so
 // with four buffers every copy has a whole pair to land (session 2's 64-token seesaw had two
-// buffers, and its refills landed late: bench/NOTES.md v8). A producer warp (warp 8) walks the
+// buffers, and its refills landed late: bench/NOTES.md v8). A producer (thread 0 of the third
+// warpgroup, which gives most of its registers to the other two) walks the
 // CTA's tiles across sequence boundaries and copies each with one TMA box (64 columns x 32 rows
 // x every slice, a 5-D tensor map: k_map_rank 5, k_box_rows 32) as soon as both warpgroups have
 // released its buffer (mbarrier `empty`, one arrival per consumer warp).
@@ -41,8 +43,9 @@
 #include "common/piece.cuh"
 #include "common/kv_tiles.cuh"
 
+// Tuning knobs (bench/NOTES.md, v11, has what each measured; CUPYMLA_DEFINES sets them):
 // MLA_Q_REGS: the first k steps of the scores take q from registers (4 a step) instead of shared
-// memory, whose bandwidth bounds the m64n32 scores (8: 3-5% faster than 0; 12 spills).
+// memory, whose bandwidth bounds the m64n32 scores (8: 3-5% faster than 0; 12: not measured).
 #ifndef MLA_Q_REGS
 #define MLA_Q_REGS 8
 #endif
@@ -84,10 +87,10 @@ constexpr u32 V_LBO = T * 128, V_SBO = 8 * 128;
 // Named barriers (0 is __syncthreads, which the producer warp does not join).
 constexpr int BAR_CONSUMERS = 1;   // both warpgroups
 constexpr int BAR_SCALE0 = 2;      // WG0 has folded A's maxima into row_max, scale0 written
-constexpr int BAR_P_A = 4;         // P_A is in shared memory
-constexpr int BAR_P_B = 5;         // B's maxima folded in (row_max, scale1) and P_B in shared memory
-constexpr int BAR_S_ISSUED = 6;    // WG0 has issued its next scores (WG1 queues its own behind)
-constexpr int BAR_WG = 7;          // + warpgroup: its own 128 threads
+constexpr int BAR_P_A = 3;         // P_A is in shared memory
+constexpr int BAR_P_B = 4;         // B's maxima folded in (row_max, scale1) and P_B in shared memory
+constexpr int BAR_S_ISSUED = 5;    // WG0 has issued its next scores (WG1 queues its own behind)
+constexpr int BAR_WG = 6;          // + warpgroup: its own 128 threads
 
 typedef u16 elem_t;
 
@@ -118,7 +121,7 @@ __device__ __forceinline__ void stamp(Smem&, int wg, int pair, int i) {
 #endif
 }
 
-// The producer: thread 0 of warp 8 copies the CTA's tiles, in the order the warpgroups consume
+// The producer: thread 0 of the third warpgroup copies the CTA's tiles, in the order the warpgroups consume
 // them, each into the next buffer as soon as it is free.
 __device__ __forceinline__ void produce(const DecodeParams& p, Smem& sm, const int* sched, int g, int m0) {
     const int page_mask = (1 << p.page_shift) - 1;

@@ -60,6 +60,19 @@ def _runs_portable(cfg, page_size: int) -> bool:
     return cfg.path == "sm90" and not tma.box_rows_for(page_size)
 
 
+def _for_page(cfg, page_size: int):
+    """The configuration run for pages of `page_size`: the seesaw kernel copies a 32-token tile
+    in one box, so pages of 16 take decode_sm90.cu instead (same schedule)."""
+    if cfg.is_seesaw and page_size < 32:
+        return dataclasses.replace(cfg, block_n=64, stages=2)
+    return cfg
+
+
+def launched_file(cfg, page_size: int) -> str:
+    """The kernel source a plan with `cfg` runs for pages of `page_size` (`check` reports it)."""
+    return "decode_sm80.cu" if _runs_portable(cfg, page_size) else _for_page(cfg, page_size).file
+
+
 def _launch_metadata(seqlens, device_id, num_parts, stream):
     cp = arrays.cupy_module()
     batch = seqlens.shape[0]
@@ -222,8 +235,7 @@ class _DecodePlan:
     def __init__(self, shape, scale, causal, qc, kc, bt):
         self.shape = shape
         cfg, self.num_parts = _plan(shape.device, shape.rows, shape.h_kv, shape.head_dim)
-        if cfg.is_seesaw and shape.page_size < 32:   # its one copy a tile needs 32-token pages
-            cfg = dataclasses.replace(cfg, block_n=64, stages=2)
+        cfg = _for_page(cfg, shape.page_size)
         self.box_rows = tma.box_rows_for(shape.page_size) if cfg.path == "sm90" else 0
         if cfg.is_seesaw:
             self.box_rows = 32

@@ -70,8 +70,7 @@ def _gpu_check() -> int:
         ok = bool(np.isfinite(got).all() and (err <= 8e-4 + 2.01 / 128 * np.abs(ref_out)).all()
                   and (np.isinf(lse.get()) == np.isinf(ref_lse)).all())
         failures += not ok
-        cfg = kernels.decode_config(s_q * h_q // h_kv, info["cc"])
-        file = "decode_sm80.cu" if api._runs_portable(cfg, page) else cfg.file
+        file = api.launched_file(kernels.decode_config(s_q * h_q // h_kv, info["cc"]), page)
         print(f"  b={b} s_q={s_q} h_q={h_q} h_kv={h_kv} page={page} {dt} causal={causal} "
               f"[{file}]: max err {err.max():.2e} {'ok' if ok else 'FAILED'}")
     print("all ok" if not failures else f"{failures} case(s) FAILED")

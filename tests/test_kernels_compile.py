@@ -84,11 +84,24 @@ def test_decode_compiles_without_spills(cache, arch, cc, rows, fp16, head_dim, p
     assert 0 < c.registers <= 255, c.log            # the ptxas report was found and parsed
     assert c.spill_bytes == 0, c.log
     assert c.stack_bytes == 0, c.log
+    assert "serialized" not in c.log, c.log       # ptxas gave up overlapping the wgmmas (C751x)
     # a CTA of this shape can be resident at all: registers (allocated per warp in units of 256)
     warp_regs = -(-c.registers * 32 // 256) * 256
     assert warp_regs * (cfg.threads // 32) <= 65536
     assert cfg.smem_bytes <= smem_optin(cc)
     assert not list(cache.iterdir()) if cache.exists() else True   # use_cache=False writes nothing
+
+
+@pytest.mark.parametrize("defines", [{"MLA_Q_REGS": 0}, {"MLA_Q_REGS": 12}, {"MLA_WG0_OVERLAP": 1},
+                                     {"MLA_S_ORDER": 0}, {"MLA_MAX_SLACK": "0.0f"}, {"MLA_TRACE": 1},
+                                     {"MLA_FP16": 1, "MLA_HEAD_DIM": 512, "MLA_WG0_OVERLAP": 1}],
+                         ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()))
+def test_seesaw_knobs_compile(cache, defines):
+    """Every tuning knob of the Hopper seesaw kernel builds without spills and without ptxas
+    serialising its wgmmas, so a variant run (bench/variants.sh) measures what it names."""
+    c = kernels.compile_source("decode_sm90_seesaw.cu", "sm_90a", {"MLA_FP16": 0, **defines}, use_cache=False)
+    assert c.spill_bytes == 0 and c.stack_bytes == 0, c.log
+    assert "serialized" not in c.log, c.log
 
 
 @pytest.mark.parametrize("file, defines", [("combine.cu", {"MLA_FP16": 0, "MLA_COMBINE_WIDE": 0}),
@@ -327,3 +340,14 @@ def test_launched_file_on_hopper(rows, page_size, want):
     32-token tile), every TMA kernel pages of 16 or more."""
     from cupymla import api
     assert api.launched_file(decode_config(rows, (9, 0)), page_size) == want
+
+
+def test_extra_defines(monkeypatch):
+    """CUPYMLA_DEFINES: "file:NAME=value" items for that file, bare items for every file."""
+    monkeypatch.setenv("CUPYMLA_DEFINES", "decode_sm90_seesaw.cu:MLA_Q_REGS=12,metadata.cu:FIXED_OVERHEAD=2,"
+                                          "MLA_X,decode_sm90_seesaw.cu:MLA_MAX_SLACK=0.0f")
+    assert kernels.extra_defines("decode_sm90_seesaw.cu") == {"MLA_Q_REGS": "12", "MLA_X": "1",
+                                                              "MLA_MAX_SLACK": "0.0f"}
+    assert kernels.extra_defines("metadata.cu") == {"FIXED_OVERHEAD": "2", "MLA_X": "1"}
+    monkeypatch.delenv("CUPYMLA_DEFINES")
+    assert kernels.extra_defines("decode_sm90.cu") == {}

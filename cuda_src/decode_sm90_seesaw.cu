@@ -114,7 +114,7 @@ extern "C" __device__ u32 mla_trace[2 * 8 * 12];   // a plain name, for cupy's g
 __device__ u32 mla_trace[2 * 8 * 12];
 namespace {
 #endif
-__device__ __forceinline__ void stamp(Smem&, int wg, int pair, int i) {
+__device__ __forceinline__ void stamp(int wg, int pair, int i) {
 #if MLA_TRACE
     if (pair >= TRACE_FIRST && pair < TRACE_FIRST + 8 && threadIdx.x % 128 == 0 && blockIdx.x + blockIdx.y + blockIdx.z == 0)
         mla_trace[(wg * 8 + pair - TRACE_FIRST) * 12 + i] = (u32)clock();
@@ -341,10 +341,10 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
     const bool has_b = it + 1 < c.n, next_a = it + 2 < c.n;
 
     // Softmax of A against the running maxima; scale0 tells WG1 how much O_R shrinks.
-    stamp(sm, 0, it / 2, 0);
+    stamp(0, it / 2, 0);
     float m_new[2], base[2], sc0[2];
     mask_and_max(s, m_new, m_run, ta, c);
-    stamp(sm, 0, it / 2, 9);
+    stamp(0, it / 2, 9);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
         base[h] = m_new[h] == -inf_f() ? 0.f : m_new[h];   // no key seen yet: avoid inf - inf
@@ -359,7 +359,7 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
         }
     }
     bar_arrive(BAR_SCALE0, CONSUMERS);
-    stamp(sm, 0, it / 2, 1);
+    stamp(0, it / 2, 1);
     exp_rows(s, base, lsum);
     u32 pa[2][4];
     const float one[2] = {1.f, 1.f};
@@ -375,19 +375,19 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
     scale_o(o, sc0);
     zero_v_tail(sm.k[buf_of(ka)], 0, c.load_end - ta, 0);
     pv_regs<0>(o, pa, sm.k[buf_of(ka)]);
-    stamp(sm, 0, it / 2, 2);
+    stamp(0, it / 2, 2);
     // P_A for WG1, relative to A's maxima (WG1 folds B's into its own output).
     store_p(p_of(sm, buf_of(ka)), pa, c);
     fence_proxy_async();
     bar_arrive(BAR_P_A, CONSUMERS);
-    stamp(sm, 0, it / 2, 3);
+    stamp(0, it / 2, 3);
 
     float sc1[2] = {1.f, 1.f};
     m_run[0] = m_new[0];
     m_run[1] = m_new[1];
     if (has_b) {
         bar_sync(BAR_P_B, CONSUMERS);   // B's maxima and P_B
-        stamp(sm, 0, it / 2, 4);
+        stamp(0, it / 2, 4);
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             sc1[h] = sm.scale1[c.row[h]];
@@ -399,7 +399,7 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
 #pragma unroll
     for (int kt = 0; kt < 2; ++kt) reg_fence(pa[kt]);   // the product read them until now
     release(sm, ka);
-    stamp(sm, 0, it / 2, 5);
+    stamp(0, it / 2, 5);
 
 #if MLA_WG0_OVERLAP
     if (has_b) {
@@ -410,7 +410,7 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
     }
     if (next_a) scores(sm, s, ka + 2, qr);
     if (MLA_S_ORDER && it + 3 < c.n) bar_arrive(BAR_S_ISSUED, CONSUMERS);
-    stamp(sm, 0, it / 2, 7);
+    stamp(0, it / 2, 7);
     if (has_b) {
         pv_smem<0>(o, p_of(sm, buf_of(kb)), sm.k[buf_of(kb)]);
         pending = kb;
@@ -419,7 +419,7 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
         wgmma_wait<0>();
     }
     reg_fence(s);
-    stamp(sm, 0, it / 2, 8);
+    stamp(0, it / 2, 8);
     return;
 #endif
     if (has_b) {   // O_L = O_L x scale1 + P_B V_B,L
@@ -428,12 +428,12 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
         for (int h = 0; h < 2; ++h) lsum[h] *= sc1[h];
         zero_v_tail(sm.k[buf_of(kb)], 0, c.load_end - tb, 0);
         pv_smem<0>(o, p_of(sm, buf_of(kb)), sm.k[buf_of(kb)]);
-        stamp(sm, 0, it / 2, 6);
+        stamp(0, it / 2, 6);
     }
     // The scores of the next A while P_B V_B,L runs.
     if (next_a) scores(sm, s, ka + 2, qr);
     if (MLA_S_ORDER && it + 3 < c.n) bar_arrive(BAR_S_ISSUED, CONSUMERS);   // WG1 has a next B
-    stamp(sm, 0, it / 2, 7);
+    stamp(0, it / 2, 7);
     if (has_b) {
         wgmma_wait<1>();   // the groups complete in order: P_B V_B,L is done, maybe not the scores
         reg_fence(o);
@@ -444,7 +444,7 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
     wgmma_wait<0>();
     reg_fence(s);
     reg_fence(o);
-    stamp(sm, 0, it / 2, 8);
+    stamp(0, it / 2, 8);
 }
 
 // Warpgroup 1's share: softmax B against A's maxima, O_R = (O_R x scale0 + P_A V_A,R) x scale1
@@ -456,9 +456,9 @@ __device__ __forceinline__ void wg1_pair(Smem& sm, const Ctx& c, int it, float (
     const int ta = c.start + it * T, tb = ta + T;
     const bool has_b = it + 1 < c.n, next_b = it + 3 < c.n;
 
-    stamp(sm, 1, it / 2, 0);
+    stamp(1, it / 2, 0);
     bar_sync(BAR_SCALE0, CONSUMERS);
-    stamp(sm, 1, it / 2, 1);
+    stamp(1, it / 2, 1);
     float sc0[2], sc1[2] = {1.f, 1.f};
     u32 pb[2][4];
 #pragma unroll
@@ -491,7 +491,7 @@ __device__ __forceinline__ void wg1_pair(Smem& sm, const Ctx& c, int it, float (
         scale_o(o, f);
         zero_v_tail(sm.k[buf_of(kb)], 1, c.load_end - tb, 1);
         pv_regs<1>(o, pb, sm.k[buf_of(kb)]);
-        stamp(sm, 1, it / 2, 2);
+        stamp(1, it / 2, 2);
         // P_A is in before P_B goes out: WG0 posts its next P_A only after seeing P_B, so it
         // never arrives twice at BAR_P_A before this warpgroup has waited there once.
         bar_sync(BAR_P_A, CONSUMERS);
@@ -512,29 +512,29 @@ __device__ __forceinline__ void wg1_pair(Smem& sm, const Ctx& c, int it, float (
         scale_o(o, sc0);
         bar_sync(BAR_P_A, CONSUMERS);
     }
-    stamp(sm, 1, it / 2, 3);
+    stamp(1, it / 2, 3);
 
     // O_R += P_A V_A,R
     zero_v_tail(sm.k[buf_of(ka)], 1, c.load_end - ta, 1);
     pv_smem<1>(o, p_of(sm, buf_of(ka)), sm.k[buf_of(ka)]);
-    stamp(sm, 1, it / 2, 4);
+    stamp(1, it / 2, 4);
     wgmma_wait<0>();
     reg_fence(o);
 #pragma unroll
     for (int kt = 0; kt < 2; ++kt) reg_fence(pb[kt]);
     release(sm, ka);
     if (has_b) release(sm, kb);
-    stamp(sm, 1, it / 2, 5);
+    stamp(1, it / 2, 5);
 
     if (next_b) {
         // A's scores first: WG0's softmax, which WG1's waits for, then overlaps B's scores.
         if (MLA_S_ORDER) bar_sync(BAR_S_ISSUED, CONSUMERS);
         scores(sm, s, kb + 2, qr);
     }
-    stamp(sm, 1, it / 2, 6);
+    stamp(1, it / 2, 6);
     wgmma_wait<0>();
     reg_fence(s);
-    stamp(sm, 1, it / 2, 7);
+    stamp(1, it / 2, 7);
 }
 
 }  // namespace

@@ -236,9 +236,8 @@ class _DecodePlan:
         self.shape = shape
         cfg, self.num_parts = _plan(shape.device, shape.rows, shape.h_kv, shape.head_dim)
         cfg = _for_page(cfg, shape.page_size)
-        self.box_rows = tma.box_rows_for(shape.page_size) if cfg.path == "sm90" else 0
-        if cfg.is_seesaw:
-            self.box_rows = 32
+        # Rows of one copy: the seesaw kernel copies 32-token tiles whatever the page size.
+        self.box_rows = 32 if cfg.is_seesaw else tma.box_rows_for(shape.page_size) if cfg.path == "sm90" else 0
         # Pages of 32 on the 64-row kernel: one copy a page, tiles stored as two 32-row sub-tiles,
         # a kernel variant of its own (MLA_KV_SUB_ROWS in decode_sm90.cu). The seesaw kernel
         # always reads 32-token tiles with the 5-D map.

@@ -135,14 +135,20 @@ SM90 = (9, 0)
 
 def extra_defines(file: str) -> dict[str, str]:
     """Tuning knobs for kernel development, from the environment: CUPYMLA_DEFINES="file.cu:NAME=1,..."
-    adds -DNAME=1 to that file's decode kernel (e.g. to compare variants in one benchmark run)."""
+    adds -DNAME=1 to that file's decode kernel (e.g. to compare variants in one benchmark run).
+    get_mla_metadata asks on every call: the parse is cached per value of the variable."""
+    return dict(_parse_defines(os.environ.get("CUPYMLA_DEFINES", ""), file))
+
+
+@lru_cache(maxsize=64)
+def _parse_defines(spec: str, file: str) -> tuple:
     out = {}
-    for item in filter(None, os.environ.get("CUPYMLA_DEFINES", "").split(",")):
+    for item in filter(None, spec.split(",")):
         target, _, define = item.rpartition(":")
         name, _, value = define.partition("=")
         if target in ("", file) and name:
             out[name.strip()] = value or "1"
-    return out
+    return tuple(out.items())
 
 
 

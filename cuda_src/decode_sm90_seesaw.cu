@@ -351,6 +351,7 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
         sc0[h] = fast_exp2(m_run[h] - base[h]);
         lsum[h] *= sc0[h];
     }
+    __syncwarp();   // the quad has read the last pair's row_max before its first thread rewrites it
     if (c.tq == 0) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {

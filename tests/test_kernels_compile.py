@@ -334,10 +334,13 @@ def test_header_error_names_the_header(cache, src_copy):
 
 @pytest.mark.parametrize("rows,page_size,want", [(128, 64, "decode_sm90_seesaw.cu"), (64, 32, "decode_sm90_seesaw.cu"),
                                                  (128, 16, "decode_sm90.cu"), (128, 1, "decode_sm80.cu"),
-                                                 (16, 64, "decode_sm90_narrow.cu"), (32, 16, "decode_sm90_narrow.cu")])
+                                                 (16, 64, "decode_sm90_narrow.cu"), (32, 16, "decode_sm90_narrow.cu"),
+                                                 (16, 32, "decode_sm90_narrow.cu"), (32, 32, "decode_sm90_seesaw.cu"),
+                                                 (32, 64, "decode_sm90_narrow.cu")])
 def test_launched_file_on_hopper(rows, page_size, want):
     """The kernel a Hopper plan runs: the seesaw one needs pages of 32 or more (one copy a
-    32-token tile), every TMA kernel pages of 16 or more."""
+    32-token tile), every TMA kernel pages of 16 or more; 32 rows on pages of 32 take the seesaw
+    kernel (the narrow one is slow there)."""
     from cupymla import api
     assert api.launched_file(decode_config(rows, (9, 0)), page_size) == want
 

@@ -1,0 +1,130 @@
+"""Where the ~45 us of host time of one decode call goes, piece by piece (run on a GPU machine).
+
+    PYTHONPATH=. python3 bench/host_breakdown.py
+
+Times, in microseconds per call (median of 5 runs of n calls): the whole call back to back (as
+`python -m cupymla bench` reports host_us), the whole call with the GPU idle before each one
+(only the call timed), and the parts the call is made of, each on its own.
+"""
+
+import ctypes
+import statistics
+import time
+
+import cupy as cp
+import ml_dtypes
+import numpy as np
+
+import cupymla
+from cupy_backends.cuda.api import driver
+from cupymla import api, arrays, launch
+from tests.gpu_cases import make_inputs, seqlens_for
+
+
+def per_call(fn, n=2000, runs=5, sync_each=False):
+    out = []
+    for _ in range(runs):
+        if sync_each:
+            total = 0.0
+            for _ in range(n // 10):
+                cp.cuda.Device().synchronize()
+                t = time.perf_counter()
+                fn()
+                total += time.perf_counter() - t
+            out.append(total / (n // 10) * 1e6)
+        else:
+            t = time.perf_counter()
+            for _ in range(n):
+                fn()
+            out.append((time.perf_counter() - t) / n * 1e6)
+            cp.cuda.Device().synchronize()
+    return statistics.median(out)
+
+
+def main(b=2, s_k=256, h_q=128):
+    rng = np.random.default_rng(0)
+    lens = seqlens_for(rng, b, s_k, 1, True)
+    inp = make_inputs(rng, b, 1, h_q, 1, lens, 64, np.dtype(ml_dtypes.bfloat16), garbage=False)
+    meta, splits = cupymla.get_mla_metadata(inp["cache_seqlens"], h_q, 1)
+    args = (inp["q"], inp["k_cache"], inp["block_table"], inp["cache_seqlens"], 512, meta, splits)
+
+    def call():
+        cupymla.flash_mla_with_kvcache(*args)
+
+    for _ in range(50):
+        call()
+    cp.cuda.Device().synchronize()
+    plan = next(p for p in api._PLANS.values() if p.shape.batch == b)
+    stream = cp.cuda.get_current_stream()
+    q, kc, bt, sl = inp["q"], inp["k_cache"], inp["block_table"], inp["cache_seqlens"]
+    ptrs10 = (q.data.ptr, kc.data.ptr, bt.data.ptr, sl.data.ptr, meta.data.ptr, splits.data.ptr,
+              0, 0, 0, 0)
+    o_accum, lse_accum = plan.scratch(stream, q)
+    out = cp.empty((b, 1, h_q, 512), q.dtype)
+    lse = cp.empty((b, h_q, 1), np.float32)
+    dec_ptrs = ptrs10[:6] + (out.data.ptr, lse.data.ptr, o_accum.data.ptr, lse_accum.data.ptr)
+    k_map, k_rank = plan.last_k_map[1] or ((0,) * 16, 0)
+    os_ = plan.out_strides
+
+    def key():
+        views = [arrays.view(x, "x") for x in (q, kc, bt, sl, meta, splits)]
+        return tuple(api._signature(v) for v in views)
+
+    def decode_launch():
+        plan.decode(stream.ptr, dec_ptrs, o_stride_b=os_[0], o_stride_s=os_[1], o_stride_h=os_[2],
+                    k_box_rows=plan.box_rows, k_map_rank=k_rank, k_map=k_map)
+
+    def combine_launch():
+        plan.combine(stream.ptr, (o_accum.data.ptr, lse_accum.data.ptr, splits.data.ptr, out.data.ptr,
+                                  lse.data.ptr), o_stride_b=os_[0], o_stride_s=os_[1], o_stride_h=os_[2])
+
+    dec = plan.decode
+    fn = launch._driver_launch()
+    gx, gy, gz = (dec.grid + (1, 1))[:3]
+    kptr = dec.kernel.kernel.ptr
+    args_addr = ctypes.addressof(dec._args)
+
+    def raw_ctypes():
+        fn(*dec._fixed, ctypes.c_void_p(stream.ptr), dec._args, None)
+
+    def raw_cupy():
+        driver.launchKernel(kptr, gx, gy, gz, dec.block[0], 1, 1, dec.shared_mem, stream.ptr, args_addr, 0)
+
+    def fill():
+        dec.prepacked.fill_into(dec.buf, dec_ptrs, dec._last, o_stride_b=os_[0], o_stride_s=os_[1],
+                                o_stride_h=os_[2], k_box_rows=plan.box_rows, k_map_rank=k_rank, k_map=k_map)
+
+    rows = [
+        ("whole call, back to back", per_call(call)),
+        ("whole call, GPU idle before it", per_call(call, sync_each=True)),
+        ("6 views + signatures (the plan key)", per_call(key)),
+        ("cp.empty out + lse", per_call(lambda: (cp.empty((b, 1, h_q, 512), q.dtype),
+                                                 cp.empty((b, h_q, 1), np.float32)))),
+        ("decode launch (Launcher)", per_call(decode_launch)),
+        ("combine launch (Launcher, PDL)", per_call(combine_launch)),
+        ("  of which: fill_into", per_call(fill)),
+        ("  of which: bare ctypes cuLaunchKernel", per_call(raw_ctypes)),
+        ("  the same through CuPy's driver.launchKernel", per_call(raw_cupy)),
+        ("cp.cuda.get_current_stream()", per_call(cp.cuda.get_current_stream)),
+        ("arrays.on_device(0) enter/exit", per_call(lambda: arrays.on_device(0).__enter__())),
+        ("arrays.stream_for(q, 0)", per_call(lambda: arrays.stream_for(q, 0))),
+    ]
+    print(f"--- b={b} s_k={s_k} h_q={h_q}, kernel {plan.decode.kernel.kernel.ptr:#x}")
+    for name, us in rows:
+        print(f"  {name:40s} {us:7.2f} us")
+
+
+if __name__ == "__main__":
+    main()
+    main(b=32, s_k=1024)
+    # The bench runs on a stream of its own, with torch imported: do either change the cost?
+    with cp.cuda.Stream(non_blocking=True):
+        print("=== on a non-default stream")
+        main()
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        print("=== with torch imported")
+        main()

@@ -253,7 +253,8 @@ class _DecodePlan:
         # take the wide combine, whose CTA's warps share one row's pieces (combine.cu).
         wide = self.num_parts > 16 * shape.batch
         combine = kernels.get_function(shape.device, "combine.cu",
-                                       {"MLA_FP16": int(shape.dtype == FP16), "MLA_COMBINE_WIDE": int(wide)})
+                                       {"MLA_FP16": int(shape.dtype == FP16), "MLA_COMBINE_WIDE": int(wide),
+                                        **kernels.extra_defines("combine.cu")})
         tasks = shape.h_kv * shape.rows
         combine_grid = ((tasks, shape.batch, 4), (256,)) if wide else ((-(-tasks // 4), shape.batch, 1), (128,))
         qs, ks = validate.elem_strides(qc), validate.elem_strides(kc)

@@ -8,6 +8,10 @@ stamp of the pair. WG0: 0 scores of A done, 1 maxima posted, 2 P_A V_A,L issued,
 9 A's row maxima done, 10 (unused). WG1: 0 pair start, 1 WG0's maxima seen, 2 P_B V_B,R issued,
 3 P_A seen (and P_B posted), 4 P_A V_A,R issued, 5 products done, 6 next scores issued, 7 next
 scores done.
+
+Compare stamps within one warpgroup: the two warpgroups' thread 0 read clocks that looked offset
+by ~500-650 against each other (session 5: warpgroup 0 saw P_B before warpgroup 1's clock said
+it was posted).
 """
 
 import os

@@ -1,6 +1,6 @@
 """Where the ~45 us of host time of one decode call goes, piece by piece (run on a GPU machine).
 
-    PYTHONPATH=. python3 bench/host_breakdown.py
+    PYTHONPATH=. python3 bench/host_breakdown.py [--all]   (--all: also b = 32, another stream, torch)
 
 Times, in microseconds per call (median of 5 runs of n calls): the whole call back to back (as
 `python -m cupymla bench` reports host_us), the whole call with the GPU idle before each one
@@ -9,6 +9,7 @@ Times, in microseconds per call (median of 5 runs of n calls): the whole call ba
 
 import ctypes
 import statistics
+import sys
 import time
 
 import cupy as cp
@@ -90,6 +91,12 @@ def main(b=2, s_k=256, h_q=128):
     def raw_cupy():
         driver.launchKernel(kptr, gx, gy, gz, dec.block[0], 1, 1, dec.shared_mem, stream.ptr, args_addr, 0)
 
+    nop = cp.RawKernel('extern "C" __global__ void nop() {}', "nop")
+    nop((1,), (32,), ())
+
+    def raw_nop():
+        driver.launchKernel(nop.kernel.ptr, 1, 1, 1, 32, 1, 1, 0, stream.ptr, 0, 0)
+
     def fill():
         dec.prepacked.fill_into(dec.buf, dec_ptrs, dec._last, o_stride_b=os_[0], o_stride_s=os_[1],
                                 o_stride_h=os_[2], k_box_rows=plan.box_rows, k_map_rank=k_rank, k_map=k_map)
@@ -100,11 +107,15 @@ def main(b=2, s_k=256, h_q=128):
         ("6 views + signatures (the plan key)", per_call(key)),
         ("cp.empty out + lse", per_call(lambda: (cp.empty((b, 1, h_q, 512), q.dtype),
                                                  cp.empty((b, h_q, 1), np.float32)))),
-        ("decode launch (Launcher)", per_call(decode_launch)),
-        ("combine launch (Launcher, PDL)", per_call(combine_launch)),
+        # Launches timed one at a time with the GPU idle: back to back, a launch loop runs at
+        # the kernel's GPU time once the queue fills (session 5's first breakdown did that).
+        ("decode launch (Launcher), GPU idle", per_call(decode_launch, sync_each=True)),
+        ("combine launch (Launcher, PDL), GPU idle", per_call(combine_launch, sync_each=True)),
         ("  of which: fill_into", per_call(fill)),
-        ("  of which: bare ctypes cuLaunchKernel", per_call(raw_ctypes)),
-        ("  the same through CuPy's driver.launchKernel", per_call(raw_cupy)),
+        ("  of which: bare ctypes cuLaunchKernel, idle", per_call(raw_ctypes, sync_each=True)),
+        ("  the same through CuPy's driver.launchKernel", per_call(raw_cupy, sync_each=True)),
+        ("an empty kernel through driver.launchKernel", per_call(raw_nop, sync_each=True)),
+        ("decode launch back to back (GPU-bound?)", per_call(decode_launch)),
         ("cp.cuda.get_current_stream()", per_call(cp.cuda.get_current_stream)),
         ("arrays.on_device(0) enter/exit", per_call(lambda: arrays.on_device(0).__enter__())),
         ("arrays.stream_for(q, 0)", per_call(lambda: arrays.stream_for(q, 0))),
@@ -116,6 +127,8 @@ def main(b=2, s_k=256, h_q=128):
 
 if __name__ == "__main__":
     main()
+    if "--all" not in sys.argv:
+        sys.exit(0)
     main(b=32, s_k=1024)
     # The bench runs on a stream of its own, with torch imported: do either change the cost?
     with cp.cuda.Stream(non_blocking=True):

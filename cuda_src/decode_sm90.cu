@@ -161,18 +161,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90(const _
             reg_fence(s);
 
             // 2. Softmax: mask, this warpgroup's row maxima, swap, probabilities into p.
-            float mx[2] = {-inf_f(), -inf_f()};
-#pragma unroll
-            for (int j = 0; j < 4; ++j)
-#pragma unroll
-                for (int h = 0; h < 2; ++h)
-#pragma unroll
-                    for (int e = 0; e < 2; ++e) {
-                        const int t = t0 + 32 * wg + 8 * j + 2 * tq + e;
-                        float& v = s[4 * j + 2 * h + e];
-                        v = t < limit_of[h] ? v * p.scale_log2 : -inf_f();
-                        mx[h] = fmaxf(mx[h], v);
-                    }
+            float mx[2];
+            mask_scores(s, mx, t0 + 32 * wg, tq, limit_of, p.scale_log2);
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));

@@ -204,18 +204,8 @@ __device__ __forceinline__ float next_max(float m_old, float mx) {
 // warpgroup's scores for the shared-memory pipe: ~500 clocks, measured with MLA_TRACE).
 __device__ __forceinline__ void mask_and_max(float (&s)[16], float (&m_new)[2], const float (&m_old)[2], int t0,
                                              const Ctx& c) {
-    float mx[2] = {-inf_f(), -inf_f()};
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-#pragma unroll
-        for (int h = 0; h < 2; ++h)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-                const int t = t0 + 8 * j + 2 * c.tq + e;
-                float& v = s[4 * j + 2 * h + e];
-                v = t < c.limit[h] ? v * c.scale_log2 : -inf_f();
-                mx[h] = fmaxf(mx[h], v);
-            }
+    float mx[2];
+    mask_scores(s, mx, t0, c.tq, c.limit, c.scale_log2);
     m_new[0] = m_old[0];
     m_new[1] = m_old[1];
     if (__any_sync(0xffffffffu, mx[0] > m_old[0] + MLA_MAX_SLACK || mx[1] > m_old[1] + MLA_MAX_SLACK)) {

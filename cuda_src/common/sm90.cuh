@@ -66,6 +66,25 @@ __device__ __forceinline__ void reg_fence(u32 (&a)[N]) {
     for (int i = 0; i < N; ++i) asm volatile("" : "+r"(a[i]) :: "memory");
 }
 
+// Scores of an m64n32 accumulator (this thread: rows `row` 16 warp + gq + 8 h, keys t_first +
+// 8 j + 2 tq + e at s[4 j + 2 h + e]): keys at or past a row's limit become -inf, the others are
+// scaled to the log2 domain; mx gets this thread's maximum per row (before any shuffle).
+__device__ __forceinline__ void mask_scores(float (&s)[16], float (&mx)[2], int t_first, int tq,
+                                            const int (&limit)[2], float scale_log2) {
+    mx[0] = mx[1] = -inf_f();
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int t = t_first + 8 * j + 2 * tq + e;
+                float& v = s[4 * j + 2 * h + e];
+                v = t < limit[h] ? v * scale_log2 : -inf_f();
+                mx[h] = fmaxf(mx[h], v);
+            }
+}
+
 // wgmma names every accumulator register in its operand list: the lists for N = 32 (16 a thread)
 // and N = 256 (128 a thread), written once. The accumulators are operands 0 .. n - 1.
 #define MLA_ACC16_NAMES "{" \

@@ -35,6 +35,7 @@ def decode_launcher(monkeypatch):
                                 **{k: ([0] * 16 if k == "k_map" else 0) for k in CHANGED})
     driver = FakeDriver(params.DECODE_PARAMS.itemsize)
     monkeypatch.setattr(launch, "_launch_kernel", driver)
+    monkeypatch.setattr(launch, "_cupy_launch_kernel", False)   # the ctypes path, which the fake stands in for
     kernel = SimpleNamespace(kernel=SimpleNamespace(ptr=0xABC0))
     return launch.Launcher(kernel, (2, 1, 66), (256,), 232448, template), driver, values
 
@@ -88,6 +89,7 @@ def test_overlapping_launcher_asks_for_programmatic_serialization(monkeypatch):
     template = params.Prepacked(params.COMBINE_PARAMS, 5, **{k: values[k] for k in params.COMBINE_PARAMS.names[5:]})
     plain, ex = FakeDriver(params.COMBINE_PARAMS.itemsize), FakeDriverEx(params.COMBINE_PARAMS.itemsize)
     monkeypatch.setattr(launch, "_launch_kernel", plain)
+    monkeypatch.setattr(launch, "_cupy_launch_kernel", False)
     monkeypatch.setattr(launch, "_launch_kernel_ex", ex)
     kernel = SimpleNamespace(kernel=SimpleNamespace(ptr=0xC0DE0))
     launcher = launch.Launcher(kernel, (16, 1, 4), (256,), 0, template, overlap_previous=True)

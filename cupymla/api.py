@@ -134,24 +134,28 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v,
     if indices is not None or attn_sink is not None or topk_length is not None:
         raise NotImplementedError("indices/attn_sink/topk_length: sparse decode is not implemented yet")
 
-    qc = arrays.view(q, "q")
-    kc = arrays.view(k_cache, "k_cache")
-    bt = arrays.view(block_table, "block_table")
-    sl = arrays.view(cache_seqlens, "cache_seqlens")
+    # This function runs once per layer and step: it is written for few attribute lookups and
+    # calls (bench/host_python_only.py measures it without a GPU, bench/host_breakdown.py with one).
+    view = arrays.view
+    qc = view(q, "q")
+    kc = view(k_cache, "k_cache")
+    bt = view(block_table, "block_table")
+    sl = view(cache_seqlens, "cache_seqlens")
     classic = not isinstance(tile_scheduler_metadata, MLAMetadata)
     if classic:
         if tile_scheduler_metadata is None or num_splits is None:
             raise TypeError("tile_scheduler_metadata: expected the pair from get_mla_metadata(...), "
                             "or an MLAMetadata from get_mla_metadata() with num_splits None")
-        sched = arrays.view(tile_scheduler_metadata, "tile_scheduler_metadata")
-        splits = arrays.view(num_splits, "num_splits")
-        sched_sig = (_signature(sched), _signature(splits))
+        sched = view(tile_scheduler_metadata, "tile_scheduler_metadata")
+        splits = view(num_splits, "num_splits")
+        sched_sig = (sched.shape, sched.strides, sched.dtype, sched.data.device_id,
+                     splits.shape, splits.strides, splits.dtype, splits.data.device_id)
     else:
         sched_sig = None
     # Everything validation looks at but the pointers: a hit means these inputs passed before.
-    key = (_signature(qc), _signature(kc), _signature(bt), _signature(sl), sched_sig, head_dim_v, softmax_scale,
-           causal, type(softmax_scale), type(causal), type(head_dim_v))
+    key = _plan_key(qc, kc, bt, sl, sched_sig, head_dim_v, softmax_scale, causal)
     plan = _PLANS.get(key)
+    q_ptr, k_ptr = qc.data.ptr, kc.data.ptr
     if plan is None:
         shape, scale = validate.check_decode(qc, kc, bt, sl, head_dim_v, softmax_scale, causal)
         plan = _DecodePlan(shape, scale, bool(causal), qc, kc, bt)
@@ -161,16 +165,22 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v,
             _PLANS[key] = plan
             if len(_PLANS) > _MAX_PLANS:
                 _PLANS.pop(next(iter(_PLANS)))
-    elif qc.data.ptr % 16 or kc.data.ptr % 16:   # only a new pointer can be misaligned now
+    elif q_ptr % 16 or k_ptr % 16:   # only a new pointer can be misaligned now
         validate.check_rows_16b(qc, "q")
         validate.check_rows_16b(kc, "k_cache")
     shape = plan.shape
-    b, s_q, h_q, h_kv, rows, device_id = shape.batch, shape.s_q, shape.h_q, shape.h_kv, shape.rows, shape.device
-    fw = arrays.framework_of(q)
-    stream = arrays.stream_for(q, device_id)
+    device_id = shape.device
+    cp = arrays.cupy_module()
+    if qc is q:   # a CuPy array: CuPy's current stream, results in CuPy
+        fw = "cupy"
+        stream = cp.cuda.get_current_stream(device_id)
+    else:
+        fw = arrays.framework_of(q)
+        stream = arrays.stream_for(q, device_id)
 
     # The schedule of the current convention: made by the first call that gets it.
     if not classic:
+        b, rows, h_kv = shape.batch, shape.rows, shape.h_kv
         meta = tile_scheduler_metadata
         meta_key = (device_id, b, rows, h_kv)
         if meta.key is None:
@@ -185,38 +195,44 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v,
     # The Hopper kernel loads the cache with the copy engine: a tensor map per cache allocation.
     decode, box_rows, k_map, k_rank = plan.decode, plan.box_rows, tma.ZERO_MAP, 0
     if box_rows:
-        k_ptr, made = plan.last_k_map   # one (pointer, map) tuple: swapped whole, so thread-safe
-        if k_ptr != kc.data.ptr:
+        last_k, made = plan.last_k_map   # one (pointer, map) tuple: swapped whole, so thread-safe
+        if last_k != k_ptr:
             made = tma.k_cache_map(kc, box_rows, plan.sub_tiles)
-            plan.last_k_map = (kc.data.ptr, made)
+            plan.last_k_map = (k_ptr, made)
         if made is None:   # no cuda-bindings, or the driver refused this layout
             decode, box_rows = plan.portable(), 0
         else:
             k_map, k_rank = made
 
-    with arrays.on_device(device_id):
+    # The device of the arrays current while allocating and launching (free when it already is).
+    switch = cp.cuda.runtime.getDevice() != device_id
+    if switch:
+        device_ctx = cp.cuda.Device(device_id)
+        device_ctx.__enter__()
+    try:
         # Outputs, in q's framework unless the caller brought buffers.
         if out is None:
-            out_obj, out_v = arrays.empty_like_framework(q, (b, s_q, h_q, HEAD_DIM_V), shape.dtype, device_id, True)
             os_ = plan.out_strides
+            if lse is None and fw == "cupy":   # one allocation, two views (plan.new_outputs)
+                out_obj, lse_obj = out_v, lse_v = plan.new_outputs(cp)
+            else:
+                out_obj, out_v = arrays.empty_like_framework(q, plan.out_shape, shape.dtype, device_id, True)
         else:
-            out_obj, out_v = out, arrays.view(out, "out")
-            validate.check_out(out_v, shape)
-            os_ = validate.elem_strides(out_v)
-        if lse is None:
-            lse_obj, lse_v = arrays.empty_like_framework(q, (b, h_q, s_q), _F32, device_id, True)
-        else:
-            lse_obj, lse_v = lse, arrays.view(lse, "lse")
-            validate.check_lse(lse_v, shape)
+            out_obj, out_v = out, view(out, "out")
+            os_ = plan.checked_out(out_v)
+        if lse is not None:
+            lse_obj, lse_v = lse, view(lse, "lse")
+            plan.check_lse(lse_v)
+        elif out is not None or fw != "cupy":
+            lse_obj, lse_v = arrays.empty_like_framework(q, plan.lse_shape, _F32, device_id, True)
 
-        o_accum, lse_accum = plan.scratch(stream, q)
-        out_ptr, lse_ptr, oa_ptr, la_ptr = out_v.data.ptr, lse_v.data.ptr, o_accum.data.ptr, lse_accum.data.ptr
-        decode(stream.ptr, (qc.data.ptr, kc.data.ptr, bt.data.ptr, sl.data.ptr, sched.data.ptr, splits.data.ptr,
-                            out_ptr, lse_ptr, oa_ptr, la_ptr),
-               o_stride_b=os_[0], o_stride_s=os_[1], o_stride_h=os_[2], k_box_rows=box_rows, k_map_rank=k_rank,
-               k_map=k_map)
-        plan.combine(stream.ptr, (oa_ptr, la_ptr, splits.data.ptr, out_ptr, lse_ptr),
-                     o_stride_b=os_[0], o_stride_s=os_[1], o_stride_h=os_[2])
+        oa_ptr, la_ptr = plan.scratch_ptrs(stream, q)
+        plan.launch(stream, decode, (q_ptr, k_ptr, bt.data.ptr, sl.data.ptr, sched.data.ptr, splits.data.ptr,
+                                     out_v.data.ptr, lse_v.data.ptr, oa_ptr, la_ptr),
+                    os_, (os_[0], os_[1], os_[2], box_rows, k_rank, k_map))
+    finally:
+        if switch:
+            device_ctx.__exit__(None, None, None)
 
     if fw == "jax":
         out_obj = arrays.to_framework(out_v, fw) if out is None else out_obj
@@ -228,9 +244,20 @@ def _signature(v):
     return (v.shape, v.strides, v.dtype, v.data.device_id)
 
 
+def _plan_key(qc, kc, bt, sl, sched_sig, head_dim_v, softmax_scale, causal):
+    """The plan cache's key: the four arrays' _signature()s, flat (one tuple, no calls), the
+    schedule's, and the scalar arguments with their types."""
+    return (qc.shape, qc.strides, qc.dtype, qc.data.device_id, kc.shape, kc.strides, kc.dtype, kc.data.device_id,
+            bt.shape, bt.strides, bt.dtype, bt.data.device_id, sl.shape, sl.strides, sl.dtype, sl.data.device_id,
+            sched_sig, head_dim_v, softmax_scale, causal, type(softmax_scale), type(causal), type(head_dim_v))
+
+
 _PLANS: dict = {}
 _MAX_PLANS = 64
 _plans_lock = threading.Lock()
+
+_DECODE_FIELDS = ("o_stride_b", "o_stride_s", "o_stride_h", "k_box_rows", "k_map_rank", "k_map")
+_COMBINE_FIELDS = ("o_stride_b", "o_stride_s", "o_stride_h")
 
 
 class _DecodePlan:
@@ -273,10 +300,19 @@ class _DecodePlan:
         # Hopper: the combine's CTAs get scheduled while the decode runs and wait on it in the
         # kernel, which hides the combine's launch (programmatic dependent launch, launch.py).
         hopper = kernels.device_info(shape.device)["cc"] >= (9, 0)
-        self.combine = launch.Launcher(combine, *combine_grid, 0, self.combine_params, overlap_previous=hopper)
+        self.combine = launch.Launcher(combine, *combine_grid, 0, self.combine_params, overlap_previous=hopper,
+                                       field_names=_COMBINE_FIELDS)
+        self.out_shape = (shape.batch, shape.s_q, shape.h_q, HEAD_DIM_V)
+        self.lse_shape = (shape.batch, shape.h_q, shape.s_q)
         self.out_strides = (shape.s_q * shape.h_q * HEAD_DIM_V, shape.h_q * HEAD_DIM_V, HEAD_DIM_V)   # a new out
+        # One allocation for a new out and lse: out's bytes rounded up to 256, then lse's.
+        self._out_bytes = -(-int(np.prod(self.out_shape)) * shape.dtype.itemsize // 256) * 256
+        self._lse_bytes = int(np.prod(self.lse_shape)) * 4
         self.last_k_map = (None, None)   # (k_cache pointer, (its tensor map's words, rank))
+        self._out_checked = (None, None)   # (signature of the last out= that passed check_out, its strides)
+        self._lse_checked = None           # signature of the last lse= that passed check_lse
         self._scratch = {}
+        self._scratch_ptrs = {}
 
     def _launcher(self, cfg):
         fp16 = int(self.shape.dtype == FP16)
@@ -286,7 +322,8 @@ class _DecodePlan:
         defines.update(kernels.extra_defines(cfg.file))
         fn = kernels.get_function(self.shape.device, cfg.file, defines, cfg.smem_bytes)
         grid = (-(-self.shape.rows // cfg.block_m), self.shape.h_kv, self.num_parts)
-        return launch.Launcher(fn, grid, (cfg.threads,), cfg.smem_bytes, self.decode_params)
+        return launch.Launcher(fn, grid, (cfg.threads,), cfg.smem_bytes, self.decode_params,
+                               field_names=_DECODE_FIELDS)
 
     def portable(self):
         """The portable kernel's launcher for this layout, for when the Hopper kernel cannot run.
@@ -297,6 +334,49 @@ class _DecodePlan:
             cfg = kernels.decode_config(shape.rows, kernels.device_info(shape.device)["cc"], shape.head_dim, "sm80")
             self._portable = self._launcher(cfg)
         return self._portable
+
+    def new_outputs(self, cp):
+        """A new CuPy out and lse in one allocation (one trip to the memory pool instead of two).
+        Each view holds the allocation, so it lives while either result does."""
+        mem = cp.cuda.alloc(self._out_bytes + self._lse_bytes)
+        return (cp.ndarray(self.out_shape, self.shape.dtype, mem),
+                cp.ndarray(self.lse_shape, _F32, mem + self._out_bytes))
+
+    def checked_out(self, out_v):
+        """Validate a caller's ``out=`` (once per layout; its pointer's alignment every call) and
+        return its strides in elements."""
+        sig = (out_v.shape, out_v.strides, out_v.dtype, out_v.data.device_id)
+        last_sig, strides = self._out_checked   # one tuple, swapped whole: thread-safe
+        if sig != last_sig or out_v.data.ptr % 16:
+            validate.check_out(out_v, self.shape)
+            strides = validate.elem_strides(out_v)
+            self._out_checked = (sig, strides)
+        return strides
+
+    def check_lse(self, lse_v):
+        """Validate a caller's ``lse=`` (once per layout: check_lse looks at no pointer)."""
+        sig = (lse_v.shape, lse_v.strides, lse_v.dtype, lse_v.data.device_id)
+        if sig != self._lse_checked:
+            validate.check_lse(lse_v, self.shape)
+            self._lse_checked = sig
+
+    def scratch_ptrs(self, stream, like):
+        """``(o_accum, lse_accum)`` pointers of scratch() for ``stream``."""
+        found = self._scratch_ptrs.get(stream.ptr)
+        if found is None:
+            o_accum, lse_accum = self.scratch(stream, like)
+            found = self._scratch_ptrs[stream.ptr] = (o_accum.data.ptr, lse_accum.data.ptr)
+        return found
+
+    # ----------------------------------------------------------------------- launching
+
+    def launch(self, stream, decode, ptrs, os_, dec_fields):
+        """Launch the decode (``decode``: this plan's launcher or its portable one) and the combine
+        on ``stream``. ``ptrs`` are the decode's ten pointers (the combine's five are among them),
+        ``os_`` the output strides and ``dec_fields`` the decode's changed fields (_DECODE_FIELDS)."""
+        sp = stream.ptr
+        decode.run(sp, ptrs, dec_fields)
+        self.combine.run(sp, (ptrs[8], ptrs[9], ptrs[5], ptrs[6], ptrs[7]), os_)
 
     def scratch(self, stream, like):
         """Split-KV buffers for work on `stream`, allocated by the framework of `like` (torch's

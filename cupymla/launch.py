@@ -97,13 +97,18 @@ class _LaunchConfig(ctypes.Structure):      # CUlaunchConfig
 
 class Launcher:
     """One kernel of a decode plan with its grid, block and parameter struct: ``launcher(stream,
-    pointers, **changed)`` writes the pointers and changed fields into the struct, which lives
-    in a buffer of its own, and launches. Reusing the buffer and the ctypes arguments leaves one
+    pointers, **changed)`` (or ``launcher.run(stream, pointers, fields)``, the API's leaner form)
+    writes the pointers and changed fields into the struct, which lives in a buffer of its own,
+    and launches. Reusing the buffer and the ctypes arguments leaves one
     foreign call per launch. A lock guards the buffer: threads may share a plan."""
 
-    def __init__(self, kernel, grid, block, shared_mem: int, prepacked, overlap_previous: bool = False):
+    def __init__(self, kernel, grid, block, shared_mem: int, prepacked, overlap_previous: bool = False,
+                 field_names: tuple = ()):
         self.kernel, self.grid, self.block, self.shared_mem = kernel, tuple(grid), tuple(block), shared_mem
         self.prepacked = prepacked
+        # run(): the fields after the pointers that a call may change, in the order it gives them.
+        self.field_names = tuple(field_names)
+        self._last_fields = None
         self.buf = ctypes.create_string_buffer(bytes(prepacked.raw), len(prepacked.raw))
         self._args = (ctypes.c_void_p * 1)(ctypes.addressof(self.buf))
         gx, gy, gz = (self.grid + (1, 1))[:3]
@@ -125,19 +130,37 @@ class Launcher:
     def __call__(self, stream_ptr: int, pointers, **changed):
         fn = _driver_launch()
         with self._lock:
+            self._last_fields = None   # run()'s record of the buffer no longer holds
             self.prepacked.fill_into(self.buf, pointers, self._last, **changed)
-            if not fn:
-                import cupy
-                self.kernel(self.grid, self.block, (np.frombuffer(bytes(self.buf), dtype=self.prepacked.dtype)[0],),
-                            shared_mem=self.shared_mem, stream=cupy.cuda.ExternalStream(stream_ptr))
-                return
+            self._launch_locked(fn, stream_ptr)
+
+    def run(self, stream_ptr: int, pointers, fields=()):
+        """The per-call path of the API: ``fields`` are the values of ``field_names`` as a tuple.
+        When they equal the last call's (a tuple compare, identity first per element), only the
+        pointers are written; else every named field is packed again."""
+        fn = _launch_kernel if _launch_kernel is not None else _driver_launch()
+        with self._lock:
+            self.prepacked.pack_pointers(self.buf, pointers)
+            if fields != self._last_fields:
+                self.prepacked.fill_into(self.buf, pointers, {}, **dict(zip(self.field_names, fields)))
+                self._last_fields = fields
+                self._last = {}   # __call__'s record of the buffer no longer holds
+            self._launch_locked(fn, stream_ptr)
+
+    def _launch_locked(self, fn, stream_ptr):
+        """Launch with the buffer as it is (the caller holds the lock)."""
+        if not fn:
+            import cupy
+            self.kernel(self.grid, self.block, (np.frombuffer(bytes(self.buf), dtype=self.prepacked.dtype)[0],),
+                        shared_mem=self.shared_mem, stream=cupy.cuda.ExternalStream(stream_ptr))
+            return
+        err = self._launch(fn, stream_ptr)
+        if err == _CUDA_ERROR_INVALID_CONTEXT:
+            # A thread whose CUDA runtime state is fresh has no current context yet; setting
+            # the (already current) device through the runtime binds its primary context.
+            import cupy
+            cupy.cuda.runtime.setDevice(cupy.cuda.runtime.getDevice())
             err = self._launch(fn, stream_ptr)
-            if err == _CUDA_ERROR_INVALID_CONTEXT:
-                # A thread whose CUDA runtime state is fresh has no current context yet; setting
-                # the (already current) device through the runtime binds its primary context.
-                import cupy
-                cupy.cuda.runtime.setDevice(cupy.cuda.runtime.getDevice())
-                err = self._launch(fn, stream_ptr)
         if err:
             name = "cuLaunchKernelEx" if self._ex else "cuLaunchKernel"
             raise RuntimeError(f"{name} failed with CUDA error {err} (grid {self.grid}, block {self.block}, "

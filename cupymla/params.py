@@ -116,6 +116,10 @@ class Prepacked:
         """The struct with its per-shape fields and zero pointers."""
         return self._raw
 
+    def pack_pointers(self, buf, pointers) -> None:
+        """Write only the pointers (the struct's first fields) into ``buf``."""
+        self._pointers.pack_into(buf, 0, *pointers)
+
     def fill_into(self, buf, pointers, last: dict, **changed) -> None:
         """Write the pointers and the changed fields into ``buf`` (a copy of ``raw`` that earlier
         calls filled); a field given the very object it got last time (``last``) is left as is."""

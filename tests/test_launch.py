@@ -106,3 +106,27 @@ def test_overlapping_launcher_asks_for_programmatic_serialization(monkeypatch):
     launch.Launcher(kernel, (16, 1, 4), (256,), 0, template, overlap_previous=True)(
         0x7100, [values[n] for n in params.COMBINE_PARAMS.names[:5]])
     assert plain.calls[-1]["stream"] == 0x7100 and len(ex.calls) == 2
+
+
+def test_run_packs_fields_only_when_they_change_and_mixes_with_call(decode_launcher):
+    """Launcher.run (the API's path) against the full pack, alternating with __call__: each must
+    see the buffer as the other left it."""
+    launcher, driver, values = decode_launcher
+    launcher.field_names = CHANGED
+    rng = np.random.default_rng(2)
+    k_maps = [[int(x) for x in rng.integers(0, 2**62, 16)] for _ in range(2)]
+    plan = [("run", 0), ("run", 0), ("run", 1), ("call", 0), ("run", 0), ("run", 1), ("call", 1), ("call", 0),
+            ("run", 0)]
+    for i, (how, variant) in enumerate(plan):
+        vals = dict(values)
+        for n in params.DECODE_PARAMS.names[:10]:
+            vals[n] = int(rng.integers(1, 2**47)) * 16
+        vals.update(o_stride_b=4096 * (variant + 1), k_box_rows=32 * variant, k_map_rank=4 + variant,
+                    k_map=k_maps[variant])
+        ptrs = [vals[n] for n in params.DECODE_PARAMS.names[:10]]
+        if how == "run":
+            launcher.run(0x6000 + i, ptrs, tuple(vals[k] for k in CHANGED))
+        else:
+            launcher(0x6000 + i, ptrs, **{k: vals[k] for k in CHANGED})
+        assert driver.calls[-1]["raw"] == params.pack(params.DECODE_PARAMS, **vals).tobytes(), f"call {i} ({how})"
+        assert driver.calls[-1]["stream"] == 0x6000 + i

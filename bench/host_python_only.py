@@ -120,6 +120,8 @@ def main(b=2, s_q=1, h_q=128, page=64):
             tag = "replay cache on" if on else "replay cache off"
             rows.append((f"whole call, new out/lse, {tag}", per_call(call)))
             rows.append((f"whole call, out=/lse= given, {tag}", per_call(call_out)))
+            replays = sum(p.replays for p in api._PLANS.values())
+            assert (replays > 0) == on, f"replays {replays} with the cache {'on' if on else 'off'}"
         api._REPLAY = True
     else:
         rows.append(("whole call, new out/lse (no replay cache)", per_call(call)))

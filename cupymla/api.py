@@ -8,7 +8,9 @@ so a decode step can be captured in a CUDA graph.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import os
 import threading
 
 import numpy as np
@@ -240,6 +242,16 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v,
     return out_obj, lse_obj
 
 
+def _is_capturing(stream_ptr) -> bool:
+    """Whether the caller's stream is being captured into a graph (cudaStreamIsCapturing). An
+    error (e.g. the legacy stream while another thread captures in global mode) counts as yes:
+    the call then launches directly, as it always did."""
+    try:
+        return bool(arrays.cupy_module().cuda.runtime.streamIsCapturing(stream_ptr))
+    except Exception:  # noqa: BLE001
+        return True
+
+
 def _signature(v):
     return (v.shape, v.strides, v.dtype, v.data.device_id)
 
@@ -256,6 +268,11 @@ _PLANS: dict = {}
 _MAX_PLANS = 64
 _plans_lock = threading.Lock()
 
+# The replay cache (see _DecodePlan.launch). CUPYMLA_REPLAY=0 turns it off; read once here, and
+# tests or benchmarks may set api._REPLAY (read per call: one global lookup).
+_REPLAY = os.environ.get("CUPYMLA_REPLAY", "1").strip().lower() not in ("0", "false", "off", "no")
+_GRAPHS_PER_PLAN = 4   # graphs kept per plan, least recently used dropped
+_SEEN_PER_PLAN = 16    # keys seen once (no graph yet) remembered per plan
 _DECODE_FIELDS = ("o_stride_b", "o_stride_s", "o_stride_h", "k_box_rows", "k_map_rank", "k_map")
 _COMBINE_FIELDS = ("o_stride_b", "o_stride_s", "o_stride_h")
 
@@ -313,6 +330,15 @@ class _DecodePlan:
         self._lse_checked = None           # signature of the last lse= that passed check_lse
         self._scratch = {}
         self._scratch_ptrs = {}
+        # The replay cache (launch()): CUDA graphs of the two launches, by what they would launch.
+        self._graphs = collections.OrderedDict()   # key -> cupy.cuda.Graph, least recently used first
+        self._seen = collections.OrderedDict()     # keys seen once, no graph yet
+        self._graph_lock = threading.Lock()
+        self._capture_stream = None
+        self.replay_ok = True       # False once a capture or a replay failed: direct launches from then on
+        self.replay_error = None    # what made it False
+        self.replays = 0            # graph replays (tests read these)
+        self.captures = 0
 
     def _launcher(self, cfg):
         fp16 = int(self.shape.dtype == FP16)
@@ -372,11 +398,94 @@ class _DecodePlan:
 
     def launch(self, stream, decode, ptrs, os_, dec_fields):
         """Launch the decode (``decode``: this plan's launcher or its portable one) and the combine
-        on ``stream``. ``ptrs`` are the decode's ten pointers (the combine's five are among them),
-        ``os_`` the output strides and ``dec_fields`` the decode's changed fields (_DECODE_FIELDS)."""
+        on ``stream``: directly, or by replaying a CUDA graph of the very same two launches.
+
+        ``ptrs`` are the decode's ten pointers (the combine's five are among them), ``os_`` the
+        output strides and ``dec_fields`` the decode's changed fields (``_DECODE_FIELDS``). Two
+        calls with equal (stream, decode launcher, ptrs, os_) launch identical bytes: the other
+        fields are per plan, or follow from the k_cache pointer (its tensor map: tma.k_cache_map
+        is a function of the pointer and the plan's layout) and the launcher (k_box_rows is 0 on
+        the portable one). A key gets a graph on its second sighting (a pointer that changes every
+        call never pays for a capture), at most _GRAPHS_PER_PLAN graphs a plan.
+
+        What a graph holds, and why it cannot outlive it: kernel nodes whose parameters are the
+        struct's bytes (copied at capture), the kernels' CUfunctions (modules kept loaded for the
+        process by kernels.get_function), and device addresses. Those addresses are the plan's
+        scratch buffers (owned by this plan, as the graph is) and the caller's arrays, which a
+        replay reads or writes at the same addresses a direct launch with these pointers would:
+        a replay is exactly that launch, whatever now lives there. Inputs' contents (q,
+        cache_seqlens, the schedule) are read when the graph runs, as by a direct launch.
+
+        Bypassed (direct launches): with CUPYMLA_REPLAY=0 (api._REPLAY), when ``stream`` is being
+        captured by the caller (torch.cuda.graph, CuPy's begin_capture: their graph must get the
+        kernels, not a nested graph), and for good once a capture or a replay raised. The portable
+        path is included: a graph of plain launches works on every GPU we support."""
         sp = stream.ptr
+        if _REPLAY and self.replay_ok:
+            key = (sp, decode, ptrs, os_)
+            with self._graph_lock:   # threads may share a plan; a graph exec is not thread-safe
+                graph = self._graphs.get(key)
+                if graph is None and key not in self._seen:
+                    self._seen[key] = None
+                    if len(self._seen) > _SEEN_PER_PLAN:
+                        self._seen.popitem(last=False)
+                elif not _is_capturing(sp):
+                    if graph is None:
+                        del self._seen[key]
+                        graph = self._capture(key, decode, ptrs, os_, dec_fields)
+                    else:
+                        self._graphs.move_to_end(key)
+                    if graph is not None:
+                        try:
+                            graph.launch(stream)
+                        except Exception as exc:  # noqa: BLE001 - never the caller's problem: launch directly
+                            self._give_up(exc)
+                        else:
+                            self.replays += 1
+                            return
         decode.run(sp, ptrs, dec_fields)
         self.combine.run(sp, (ptrs[8], ptrs[9], ptrs[5], ptrs[6], ptrs[7]), os_)
+
+    def _capture(self, key, decode, ptrs, os_, dec_fields):
+        """Capture the two launches into a graph on a private stream (the caller holds the graph
+        lock and made the plan's device current); None, and no more replays, if that fails."""
+        cp = arrays.cupy_module()
+        try:
+            cap = self._capture_stream
+            if cap is None:
+                cap = self._capture_stream = cp.cuda.Stream(non_blocking=True)
+            # Thread-local mode: only this thread's own unsafe calls during the capture would fail
+            # it (it makes none: two launches); other threads are not disturbed.
+            cap.begin_capture(cp.cuda.runtime.streamCaptureModeThreadLocal)
+            try:
+                decode.run(cap.ptr, ptrs, dec_fields)
+                # Captured with its programmatic-serialization attribute, the combine keeps its
+                # programmatic edge from the decode inside the graph (drivers >= 12.3: launch.py).
+                self.combine.run(cap.ptr, (ptrs[8], ptrs[9], ptrs[5], ptrs[6], ptrs[7]), os_)
+            except BaseException:
+                try:
+                    cap.end_capture()
+                except Exception:  # noqa: BLE001 - the capture is already broken; report the first error
+                    pass
+                raise
+            graph = cap.end_capture()
+        except Exception as exc:  # noqa: BLE001 - a failed capture is never the caller's problem
+            self._give_up(exc)
+            return None
+        self.captures += 1
+        self._graphs[key] = graph
+        if len(self._graphs) > _GRAPHS_PER_PLAN:
+            self._graphs.popitem(last=False)
+        return graph
+
+    def _give_up(self, exc):
+        """A capture or a replay failed: this plan launches directly from now on (a failure is
+        likely to repeat for every key of the plan, so it is remembered for the plan, not only
+        the key)."""
+        self.replay_ok = False
+        self.replay_error = f"{type(exc).__name__}: {exc}"
+        self._graphs.clear()
+        self._seen.clear()
 
     def scratch(self, stream, like):
         """Split-KV buffers for work on `stream`, allocated by the framework of `like` (torch's

@@ -151,12 +151,14 @@ LAUNCHES: list = []   # (kernel pointer, stream pointer) of each launch through 
 
 
 def _fake_launch(func, gx, gy, gz, bx, by, bz, smem, stream, args, extra):
-    LAUNCHES.append((func, stream))
+    LAUNCHES.append(("plain", stream.value or 0))
     return 0
 
 
 def _fake_launch_ex(config_ref, func, args, extra):
-    LAUNCHES.append(("ex", None))
+    import ctypes
+    config = ctypes.cast(config_ref, ctypes.POINTER(launch._LaunchConfig)).contents
+    LAUNCHES.append(("ex", config.hStream or 0))
     return 0
 
 

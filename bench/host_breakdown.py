@@ -4,7 +4,8 @@
 
 Times, in microseconds per call (median of 5 runs of n calls): the whole call back to back (as
 `python -m cupymla bench` reports host_us), the whole call with the GPU idle before each one
-(only the call timed), and the parts the call is made of, each on its own.
+(only the call timed), with the replay cache on and off (api._REPLAY, CUPYMLA_REPLAY), and the
+parts the call is made of, each on its own.
 """
 
 import ctypes
@@ -65,17 +66,26 @@ def main(b=2, s_k=256, h_q=128):
     k_map, k_rank = plan.last_k_map[1] or ((0,) * 16, 0)
     os_ = plan.out_strides
 
-    def key():
-        views = [arrays.view(x, "x") for x in (q, kc, bt, sl, meta, splits)]
-        return tuple(api._signature(v) for v in views)
+    def key():   # as the API builds it
+        qv, kv, bv, sv, mv, pv = (arrays.view(x, "x") for x in (q, kc, bt, sl, meta, splits))
+        sig = (mv.shape, mv.strides, mv.dtype, mv.data.device_id, pv.shape, pv.strides, pv.dtype, pv.data.device_id)
+        return api._plan_key(qv, kv, bv, sv, sig, 512, None, False)
 
-    def decode_launch():
-        plan.decode(stream.ptr, dec_ptrs, o_stride_b=os_[0], o_stride_s=os_[1], o_stride_h=os_[2],
-                    k_box_rows=plan.box_rows, k_map_rank=k_rank, k_map=k_map)
+    dec_fields = (os_[0], os_[1], os_[2], plan.box_rows, k_rank, k_map)
+    comb_ptrs = (o_accum.data.ptr, lse_accum.data.ptr, splits.data.ptr, out.data.ptr, lse.data.ptr)
+
+    def decode_launch():   # the API's per-call path (Launcher.run)
+        plan.decode.run(stream.ptr, dec_ptrs, dec_fields)
 
     def combine_launch():
-        plan.combine(stream.ptr, (o_accum.data.ptr, lse_accum.data.ptr, splits.data.ptr, out.data.ptr,
-                                  lse.data.ptr), o_stride_b=os_[0], o_stride_s=os_[1], o_stride_h=os_[2])
+        plan.combine.run(stream.ptr, comb_ptrs, os_)
+
+    # A graph the warm-up calls captured: its out/lse are pool blocks of dropped results, which
+    # `out`, `lse` or `out_given` may now occupy; its writes there are harmless here.
+    graph = next(iter(plan._graphs.values()), None)
+
+    def graph_launch():
+        graph.launch(stream)
 
     dec = plan.decode
     fn = launch._driver_launch()
@@ -99,12 +109,36 @@ def main(b=2, s_k=256, h_q=128):
         dec.prepacked.fill_into(dec.buf, dec_ptrs, dec._last, o_stride_b=os_[0], o_stride_s=os_[1],
                                 o_stride_h=os_[2], k_box_rows=plan.box_rows, k_map_rank=k_rank, k_map=k_map)
 
+    def whole_call(replay):
+        api._REPLAY = replay
+        for _ in range(10):
+            call()
+        cp.cuda.Device().synchronize()
+        return per_call(call)
+
+    replay_default = api._REPLAY
+    replay_on, replay_off = whole_call(True), whole_call(False)
+    api._REPLAY = replay_default
+    out_given = (cp.empty((b, 1, h_q, 512), q.dtype), cp.empty((b, h_q, 1), np.float32))
+    for _ in range(10):
+        cupymla.flash_mla_with_kvcache(*args, out=out_given[0], lse=out_given[1])
+
+    def one_alloc():
+        mem = cp.cuda.alloc(plan._out_bytes + plan._lse_bytes)
+        return cp.ndarray((b, 1, h_q, 512), q.dtype, mem), cp.ndarray((b, h_q, 1), np.float32, mem + plan._out_bytes)
+
     rows = [
-        ("whole call, back to back", per_call(call)),
+        ("whole call, back to back (CUPYMLA_REPLAY as set)", per_call(call)),
+        ("whole call, back to back, replay cache on", replay_on),
+        ("whole call, back to back, replay cache off", replay_off),
+        ("whole call, out=/lse= given, back to back", per_call(
+            lambda: cupymla.flash_mla_with_kvcache(*args, out=out_given[0], lse=out_given[1]))),
+        ("  replays so far, all plans (a count, not us)", float(sum(p.replays for p in api._PLANS.values()))),
         ("whole call, GPU idle before it", per_call(call, sync_each=True)),
         ("6 views + signatures (the plan key)", per_call(key)),
         ("cp.empty out + lse", per_call(lambda: (cp.empty((b, 1, h_q, 512), q.dtype),
                                                  cp.empty((b, h_q, 1), np.float32)))),
+        ("one cuda.alloc + 2 ndarray views (new_outputs)", per_call(one_alloc)),
         # Launches timed one at a time with the GPU idle: back to back, a launch loop runs at
         # the kernel's GPU time once the queue fills (session 5's first breakdown did that).
         ("decode launch (Launcher), GPU idle", per_call(decode_launch, sync_each=True)),
@@ -114,6 +148,9 @@ def main(b=2, s_k=256, h_q=128):
         ("  the same through CuPy's driver.launchKernel", per_call(raw_cupy, sync_each=True)),
         ("an empty kernel through driver.launchKernel", per_call(raw_nop, sync_each=True)),
         ("decode launch back to back (GPU-bound?)", per_call(decode_launch)),
+        ("a cached graph's launch (decode + combine), idle",
+         per_call(graph_launch, sync_each=True) if graph is not None else float("nan")),
+        ("cudaStreamIsCapturing", per_call(lambda: cp.cuda.runtime.streamIsCapturing(stream.ptr))),
         ("cp.cuda.get_current_stream()", per_call(cp.cuda.get_current_stream)),
         ("arrays.on_device(0) enter/exit", per_call(lambda: arrays.on_device(0).__enter__())),
         ("arrays.stream_for(q, 0)", per_call(lambda: arrays.stream_for(q, 0))),

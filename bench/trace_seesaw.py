@@ -2,12 +2,13 @@
 
     python3 bench/trace_seesaw.py [B=8 S_K=32768 H_Q=128]     (on a Hopper GPU, from the repo root)
 
-Prints, for 8 consecutive pairs of CTA 0, each stamp's SM clock offset from warpgroup 0's first
-stamp of the pair. WG0: 0 scores of A done, 1 maxima posted, 2 P_A V_A,L issued, 3 P_A posted,
-4 P_B seen, 5 P_A V_A,L done, 6 P_B V_B,L issued, 7 next scores issued, 8 next scores done,
-9 A's row maxima done, 10 (unused). WG1: 0 pair start, 1 WG0's maxima seen, 2 P_B V_B,R issued,
-3 P_A seen (and P_B posted), 4 P_A V_A,R issued, 5 products done, 6 next scores issued, 7 next
-scores done.
+Prints, for 8 consecutive pairs of CTA 0, each stamp's SM clock offset from its warpgroup's first
+stamp of the pair (stamps never set print as large negative numbers). WG0: 0 scores of A done,
+1 maxima posted, 2 P_A V_A,L issued, 3 P_A posted, 4 P_B seen, 5 P_A V_A,L done, 6 P_B V_B,L
+issued, 7 next scores issued, 8 next scores done, 9 A's row maxima done, 10 next tile landed (its
+scores waited until then). WG1: 0 pair start, 1 WG0's maxima seen, 2 P_B V_B,R issued, 3 P_A seen
+(and P_B posted), 4 P_A V_A,R issued, 5 products done, 6 next scores issued, 7 next scores done,
+10 next tile landed.
 
 Compare stamps within one warpgroup: the two warpgroups' thread 0 read clocks that looked offset
 by ~500-650 against each other (session 5: warpgroup 0 saw P_B before warpgroup 1's clock said
@@ -17,7 +18,9 @@ it was posted).
 import os
 import sys
 
-os.environ["CUPYMLA_DEFINES"] = "decode_sm90_seesaw.cu:MLA_TRACE=1"
+# Other knobs of the run (CUPYMLA_DEFINES as set) are kept.
+os.environ["CUPYMLA_DEFINES"] = ",".join(filter(None, [os.environ.get("CUPYMLA_DEFINES", ""),
+                                                        "decode_sm90_seesaw.cu:MLA_TRACE=1"]))
 
 import cupy as cp  # noqa: E402
 import ml_dtypes  # noqa: E402
@@ -41,7 +44,7 @@ def main(b=8, s_k=32768, h_q=128):
     for pair in range(8):
         t0 = t[0, pair, 0]
         w0 = " ".join(f"{int(x - t0):6d}" for x in t[0, pair, :11])
-        w1 = " ".join(f"{int(x - t0):6d}" for x in t[1, pair, :8])
+        w1 = " ".join(f"{int(x - t[1, pair, 0]):6d}" for x in t[1, pair, :11])
         print(f"pair {pair}: WG0 {w0} | WG1 {w1}")
     period = np.diff(t[0, :, 0])
     print(f"pair period (clocks): {period.tolist()}; median {int(np.median(period))}")

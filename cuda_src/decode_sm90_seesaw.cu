@@ -172,9 +172,11 @@ __device__ __forceinline__ void load_q_regs(const Smem& sm, QRegs& qr, const int
             qr.a[kk][i] = *reinterpret_cast<const u32*>(sm.q + swz(64, row[i % 2], 16 * kk + 8 * (i / 2) + 2 * tq));
 }
 
-// S = Q K^T for the tile of global index k (m64n32k16, 4 k steps a slice).
-__device__ __forceinline__ void scores(Smem& sm, float (&s)[16], int k, const QRegs& qr) {
+// S = Q K^T for the tile of global index k (m64n32k16, 4 k steps a slice). (wg, pair: for the
+// trace stamp 10, the tile landed.)
+__device__ __forceinline__ void scores(Smem& sm, float (&s)[16], int k, const QRegs& qr, int wg, int pair) {
     mbar_wait(&sm.full[buf_of(k)], parity_of(k));
+    stamp(wg, pair, 10);
     const u64 desc_q = smem_desc(sm.q, 16, 1024);
     const u64 desc_k = smem_desc(sm.k[buf_of(k)], 16, 1024);
     wgmma_fence();
@@ -399,7 +401,7 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
         for (int h = 0; h < 2; ++h) lsum[h] *= sc1[h];
         zero_v_tail(sm.k[buf_of(kb)], 0, c.load_end - tb, 0);
     }
-    if (next_a) scores(sm, s, ka + 2, qr);
+    if (next_a) scores(sm, s, ka + 2, qr, 0, it / 2);
     if (MLA_S_ORDER && it + 3 < c.n) bar_arrive(BAR_S_ISSUED, CONSUMERS);
     stamp(0, it / 2, 7);
     if (has_b) {
@@ -422,7 +424,7 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
         stamp(0, it / 2, 6);
     }
     // The scores of the next A while P_B V_B,L runs.
-    if (next_a) scores(sm, s, ka + 2, qr);
+    if (next_a) scores(sm, s, ka + 2, qr, 0, it / 2);
     if (MLA_S_ORDER && it + 3 < c.n) bar_arrive(BAR_S_ISSUED, CONSUMERS);   // WG1 has a next B
     stamp(0, it / 2, 7);
     if (has_b) {
@@ -520,7 +522,7 @@ __device__ __forceinline__ void wg1_pair(Smem& sm, const Ctx& c, int it, float (
     if (next_b) {
         // A's scores first: WG0's softmax, which WG1's waits for, then overlaps B's scores.
         if (MLA_S_ORDER) bar_sync(BAR_S_ISSUED, CONSUMERS);
-        scores(sm, s, kb + 2, qr);
+        scores(sm, s, kb + 2, qr, 1, it / 2);
     }
     stamp(1, it / 2, 6);
     wgmma_wait<0>();
@@ -592,7 +594,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_seesaw(
         float s[16];
         // WG0 starts on tile 0, WG1 on tile 1 (queued behind WG0's, as in the pairs).
         if (MLA_S_ORDER && wg == 1 && c.n > 1) bar_sync(BAR_S_ISSUED, CONSUMERS);
-        if (wg < c.n) scores(sm, s, c.k0 + wg, qr);
+        if (wg < c.n) scores(sm, s, c.k0 + wg, qr, wg, -1);
         if (MLA_S_ORDER && wg == 0 && c.n > 1) bar_arrive(BAR_S_ISSUED, CONSUMERS);
         wgmma_wait<0>();
         reg_fence(s);

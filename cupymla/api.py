@@ -271,8 +271,12 @@ _plans_lock = threading.Lock()
 # The replay cache (see _DecodePlan.launch). CUPYMLA_REPLAY=0 turns it off; read once here, and
 # tests or benchmarks may set api._REPLAY (read per call: one global lookup).
 _REPLAY = os.environ.get("CUPYMLA_REPLAY", "1").strip().lower() not in ("0", "false", "off", "no")
-_GRAPHS_PER_PLAN = 4   # graphs kept per plan, least recently used dropped
-_SEEN_PER_PLAN = 16    # keys seen once (no graph yet) remembered per plan
+# Graphs kept per plan (least recently used dropped), enough for a model's layers cycling through
+# one plan (a key per layer's k_cache, times the alternating pointers of fresh outputs); a plan
+# that drops more than that many graphs (a working set larger than the cache: every graph would
+# be captured again and again, ~50 us each) stops replaying.
+_GRAPHS_PER_PLAN = 64
+_SEEN_PER_PLAN = 256   # keys seen once (no graph yet) remembered per plan
 _DECODE_FIELDS = ("o_stride_b", "o_stride_s", "o_stride_h", "k_box_rows", "k_map_rank", "k_map")
 _COMBINE_FIELDS = ("o_stride_b", "o_stride_s", "o_stride_h")
 
@@ -339,6 +343,7 @@ class _DecodePlan:
         self.replay_error = None    # what made it False
         self.replays = 0            # graph replays (tests read these)
         self.captures = 0
+        self.evictions = 0   # graphs dropped for room (see _GRAPHS_PER_PLAN)
 
     def _launcher(self, cfg):
         fp16 = int(self.shape.dtype == FP16)
@@ -476,14 +481,18 @@ class _DecodePlan:
         self._graphs[key] = graph
         if len(self._graphs) > _GRAPHS_PER_PLAN:
             self._graphs.popitem(last=False)
+            self.evictions += 1
+            if self.evictions > _GRAPHS_PER_PLAN:
+                self._give_up(f"more distinct calls than the replay cache holds ({_GRAPHS_PER_PLAN} graphs a "
+                              f"plan): they would be captured again and again")
         return graph
 
-    def _give_up(self, exc):
-        """A capture or a replay failed: this plan launches directly from now on (a failure is
-        likely to repeat for every key of the plan, so it is remembered for the plan, not only
-        the key)."""
+    def _give_up(self, why):
+        """A capture or a replay failed (or the cache thrashes): this plan launches directly from
+        now on (a failure is likely to repeat for every key of the plan, so it is remembered for
+        the plan, not only the key). ``why``: the exception, or a sentence."""
         self.replay_ok = False
-        self.replay_error = f"{type(exc).__name__}: {exc}"
+        self.replay_error = why if isinstance(why, str) else f"{type(why).__name__}: {why}"
         self._graphs.clear()
         self._seen.clear()
 

@@ -82,6 +82,24 @@ def test_graphs_per_plan_are_capped(stubbed):
     assert plan.captures == api._GRAPHS_PER_PLAN + 3 and len(plan._graphs) == api._GRAPHS_PER_PLAN
 
 
+def test_a_working_set_larger_than_the_cache_stops_replaying(stubbed):
+    """Calls cycling through more keys than a plan keeps graphs for would capture every key again
+    and again (tens of us each): the plan gives up replaying, with a reason, and captures stop."""
+    x, _ = stubbed
+    keys = api._GRAPHS_PER_PLAN + 8
+    for _ in range(40):
+        for i in range(keys):
+            api.flash_mla_with_kvcache(**x, out=_outs(i)[0], lse=_outs(i)[1])
+    plan = _plan()
+    assert not plan.replay_ok and "replay cache holds" in plan.replay_error
+    captures = plan.captures
+    assert captures <= 3 * api._GRAPHS_PER_PLAN
+    for i in range(keys):
+        for _ in range(2):
+            api.flash_mla_with_kvcache(**x, out=_outs(i)[0], lse=_outs(i)[1])
+    assert plan.captures == captures
+
+
 def test_bypassed_while_the_callers_stream_captures(stubbed):
     x, stream = stubbed
     for _ in range(2):

@@ -9,13 +9,19 @@
 //   memory, each lane owning 4 columns.
 // Either way a warp reads UNROLL pieces at once, the weights apart from the values, so that the
 // loads do not wait on each other: reading one piece's lse, then its values, then the next
-// (v2) made the b = 1 combine take 11 us, latency after latency.
+// (v2) made the b = 1 combine take 11 us, latency after latency. The first UNROLL pieces' values
+// are asked for before the lse reductions (MLA_COMBINE_EARLY_VALUES).
 // Compile with -DMLA_FP16=0/1 for the output type.
 #include "common/params.cuh"
 #include "common/ptx.cuh"
 
 #ifndef MLA_COMBINE_WIDE
 #define MLA_COMBINE_WIDE 0
+#endif
+// MLA_COMBINE_EARLY_VALUES: the first UNROLL pieces' values are asked for before the lse
+// reductions (they do not depend on them), one memory round trip fewer.
+#ifndef MLA_COMBINE_EARLY_VALUES
+#define MLA_COMBINE_EARLY_VALUES 1
 #endif
 
 namespace {
@@ -55,6 +61,21 @@ __device__ __forceinline__ float reduce(float v, float* slots) {
     return v;
 }
 __device__ __forceinline__ void zero(float4& v) { v = make_float4(0.f, 0.f, 0.f, 0.f); }
+
+// The values of pieces k0, k0 + step, ... (UNROLL of them; zeros past the last) of this lane.
+__device__ __forceinline__ void load_values(const CombineParams& p, long long first, long long stride, int col0,
+                                            int lane, int k0, int step, int pieces, float4 (&v)[UNROLL][VEC]) {
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+        const int k = k0 + u * step;
+        const float4* src = reinterpret_cast<const float4*>(p.o_accum + (first + k * stride) * 512 + col0) + lane;
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) {
+            if (k < pieces) v[u][j] = src[j * 32];
+            else zero(v[u][j]);
+        }
+    }
+}
 __device__ __forceinline__ void store(u16* out, const float4& v) {
     *reinterpret_cast<uint2*>(out) = make_uint2(pack2(v.x, v.y), pack2(v.z, v.w));
 }
@@ -76,6 +97,11 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) mla_combine(const Combi
     const long long stride = (long long)p.h_kv * p.rows;   // between consecutive slots
     const long long first = (long long)accum_slot(p.num_splits, b, 0) * stride + task;
     const float* lse_in = p.lse_accum + first;
+    const int step = WIDE ? WARPS : 1, k_begin = WIDE ? warp : 0;
+    float4 v[UNROLL][VEC];
+#if MLA_COMBINE_EARLY_VALUES
+    load_values(p, first, stride, col0, lane, k_begin, step, pieces, v);
+#endif
 
     // The total lse. Narrow: each warp works it out alone (a few pieces, no barrier). Wide: the
     // CTA's threads share the pieces and keep their lse in shared memory; every warp reading
@@ -100,10 +126,18 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) mla_combine(const Combi
     float4 acc[VEC];
 #pragma unroll
     for (int j = 0; j < VEC; ++j) zero(acc[j]);
-    const int step = WIDE ? WARPS : 1;
-    for (int k0 = WIDE ? warp : 0; k0 < pieces; k0 += UNROLL * step) {
+#if MLA_COMBINE_EARLY_VALUES
+    for (int k0 = k_begin; k0 < pieces; k0 += UNROLL * step) {
+        if (k0 != k_begin) load_values(p, first, stride, col0, lane, k0, step, pieces, v);
         float lk[UNROLL];
-        float4 v[UNROLL][VEC];
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            const int k = k0 + u * step;
+            lk[u] = k < pieces ? lse_of(lse_in, stride, k) : -inf_f();
+        }
+#else   // session 5's loop
+    for (int k0 = k_begin; k0 < pieces; k0 += UNROLL * step) {
+        float lk[UNROLL];
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) {
             const int k = k0 + u * step;
@@ -116,6 +150,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) mla_combine(const Combi
                 else zero(v[u][j]);
             }
         }
+#endif
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) {
             const float w = __expf(lk[u] - lse);

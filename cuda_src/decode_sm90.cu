@@ -188,16 +188,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90(const _
                     row_sum[h] += p0 + p1;
                     *reinterpret_cast<u32*>(sm.p + swz(BLOCK_M, row_of[h], 32 * wg + 8 * j + 2 * tq)) = pack2(p0, p1);
                 }
-            // Once the row maxima settle, most tiles move none of them: skip 128 multiplies.
-            if (__any_sync(0xffffffffu, rescale[0] != 1.f || rescale[1] != 1.f)) {
-#pragma unroll
-                for (int j = 0; j < 32; ++j)
-#pragma unroll
-                    for (int h = 0; h < 2; ++h) {
-                        o[4 * j + 2 * h] *= rescale[h];
-                        o[4 * j + 2 * h + 1] *= rescale[h];
-                    }
-            }
+            scale_o(o, rescale);
             fence_proxy_async();
             __syncthreads();  // all of p written
 

@@ -272,18 +272,6 @@ __device__ __forceinline__ void scale_p(elem_t* sp, const float (&f)[2], const C
         }
 }
 
-__device__ __forceinline__ void scale_o(float (&o)[128], const float (&f)[2]) {
-    // Once the maxima settle most tiles move none: skip 128 multiplies (warp-uniform test).
-    if (!__any_sync(0xffffffffu, f[0] != 1.f || f[1] != 1.f)) return;
-#pragma unroll
-    for (int j = 0; j < 32; ++j)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            o[4 * j + 2 * h] *= f[h];
-            o[4 * j + 2 * h + 1] *= f[h];
-        }
-}
-
 // Rows [valid, 32) of one 256-column half of a tile were not loaded or hold the garbage tail of
 // the last page (maybe NaN, and 0 * NaN would reach O): zero them before this warpgroup's
 // product. Called only after the tile's scores are done (they mask those rows anyway).

@@ -85,6 +85,20 @@ __device__ __forceinline__ void mask_scores(float (&s)[16], float (&mx)[2], int 
             }
 }
 
+// An m64n256 accumulator's rows (this thread: rows 16 warp + gq + 8 h at o[4 j + 2 h + e]) times
+// f[h]. Once the row maxima settle most tiles move none of them: the 128 multiplies are skipped
+// (a warp-uniform test).
+__device__ __forceinline__ void scale_o(float (&o)[128], const float (&f)[2]) {
+    if (!__any_sync(0xffffffffu, f[0] != 1.f || f[1] != 1.f)) return;
+#pragma unroll
+    for (int j = 0; j < 32; ++j)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            o[4 * j + 2 * h] *= f[h];
+            o[4 * j + 2 * h + 1] *= f[h];
+        }
+}
+
 // wgmma names every accumulator register in its operand list: the lists for N = 32 (16 a thread)
 // and N = 256 (128 a thread), written once. The accumulators are operands 0 .. n - 1.
 #define MLA_ACC16_NAMES "{" \

@@ -10,18 +10,13 @@
 // Either way a warp reads UNROLL pieces at once, the weights apart from the values, so that the
 // loads do not wait on each other: reading one piece's lse, then its values, then the next
 // (v2) made the b = 1 combine take 11 us, latency after latency. The first UNROLL pieces' values
-// are asked for before the lse reductions (MLA_COMBINE_EARLY_VALUES).
+// are asked for before the lse reductions (session 6).
 // Compile with -DMLA_FP16=0/1 for the output type.
 #include "common/params.cuh"
 #include "common/ptx.cuh"
 
 #ifndef MLA_COMBINE_WIDE
 #define MLA_COMBINE_WIDE 0
-#endif
-// MLA_COMBINE_EARLY_VALUES: the first UNROLL pieces' values are asked for before the lse
-// reductions (they do not depend on them), one memory round trip fewer.
-#ifndef MLA_COMBINE_EARLY_VALUES
-#define MLA_COMBINE_EARLY_VALUES 1
 #endif
 
 namespace {
@@ -98,10 +93,10 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) mla_combine(const Combi
     const long long first = (long long)accum_slot(p.num_splits, b, 0) * stride + task;
     const float* lse_in = p.lse_accum + first;
     const int step = WIDE ? WARPS : 1, k_begin = WIDE ? warp : 0;
+    // The first UNROLL pieces' values do not depend on the lse: ask for them before its
+    // reductions, one memory round trip fewer (b8 h_q128 32K: 17.8 -> 10.3 us; bench/NOTES.md).
     float4 v[UNROLL][VEC];
-#if MLA_COMBINE_EARLY_VALUES
     load_values(p, first, stride, col0, lane, k_begin, step, pieces, v);
-#endif
 
     // The total lse. Narrow: each warp works it out alone (a few pieces, no barrier). Wide: the
     // CTA's threads share the pieces and keep their lse in shared memory; every warp reading
@@ -126,7 +121,6 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) mla_combine(const Combi
     float4 acc[VEC];
 #pragma unroll
     for (int j = 0; j < VEC; ++j) zero(acc[j]);
-#if MLA_COMBINE_EARLY_VALUES
     for (int k0 = k_begin; k0 < pieces; k0 += UNROLL * step) {
         if (k0 != k_begin) load_values(p, first, stride, col0, lane, k0, step, pieces, v);
         float lk[UNROLL];
@@ -135,22 +129,6 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) mla_combine(const Combi
             const int k = k0 + u * step;
             lk[u] = k < pieces ? lse_of(lse_in, stride, k) : -inf_f();
         }
-#else   // session 5's loop
-    for (int k0 = k_begin; k0 < pieces; k0 += UNROLL * step) {
-        float lk[UNROLL];
-#pragma unroll
-        for (int u = 0; u < UNROLL; ++u) {
-            const int k = k0 + u * step;
-            const bool here = k < pieces;
-            lk[u] = here ? lse_of(lse_in, stride, k) : -inf_f();
-            const float4* src = reinterpret_cast<const float4*>(p.o_accum + (first + k * stride) * 512 + col0) + lane;
-#pragma unroll
-            for (int j = 0; j < VEC; ++j) {
-                if (here) v[u][j] = src[j * 32];
-                else zero(v[u][j]);
-            }
-        }
-#endif
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) {
             const float w = __expf(lk[u] - lse);

@@ -332,8 +332,7 @@ class _DecodePlan:
         self.last_k_map = (None, None)   # (k_cache pointer, (its tensor map's words, rank))
         self._out_checked = (None, None)   # (signature of the last out= that passed check_out, its strides)
         self._lse_checked = None           # signature of the last lse= that passed check_lse
-        self._scratch = {}
-        self._scratch_ptrs = {}
+        self._scratch = {}   # stream pointer -> _new_scratch()
         # The replay cache (launch()): CUDA graphs of the two launches, by what they would launch.
         self._graphs = collections.OrderedDict()   # key -> cupy.cuda.Graph, least recently used first
         self._seen = collections.OrderedDict()     # keys seen once, no graph yet
@@ -376,7 +375,7 @@ class _DecodePlan:
     def checked_out(self, out_v):
         """Validate a caller's ``out=`` (once per layout; its pointer's alignment every call) and
         return its strides in elements."""
-        sig = (out_v.shape, out_v.strides, out_v.dtype, out_v.data.device_id)
+        sig = _signature(out_v)
         last_sig, strides = self._out_checked   # one tuple, swapped whole: thread-safe
         if sig != last_sig or out_v.data.ptr % 16:
             validate.check_out(out_v, self.shape)
@@ -386,18 +385,10 @@ class _DecodePlan:
 
     def check_lse(self, lse_v):
         """Validate a caller's ``lse=`` (once per layout: check_lse looks at no pointer)."""
-        sig = (lse_v.shape, lse_v.strides, lse_v.dtype, lse_v.data.device_id)
+        sig = _signature(lse_v)
         if sig != self._lse_checked:
             validate.check_lse(lse_v, self.shape)
             self._lse_checked = sig
-
-    def scratch_ptrs(self, stream, like):
-        """``(o_accum, lse_accum)`` pointers of scratch() for ``stream``."""
-        found = self._scratch_ptrs.get(stream.ptr)
-        if found is None:
-            o_accum, lse_accum = self.scratch(stream, like)
-            found = self._scratch_ptrs[stream.ptr] = (o_accum.data.ptr, lse_accum.data.ptr)
-        return found
 
     # ----------------------------------------------------------------------- launching
 
@@ -497,16 +488,24 @@ class _DecodePlan:
         self._seen.clear()
 
     def scratch(self, stream, like):
-        """Split-KV buffers for work on `stream`, allocated by the framework of `like` (torch's
-        allocator is the one that works inside a torch CUDA-graph capture). Keyed by stream:
-        work on one stream runs in order, so calls on it can share them."""
-        found = self._scratch.get(stream.ptr)
-        if found is None:
-            shape, f32 = self.shape, np.dtype(np.float32)
-            with stream:
-                found = (arrays.empty_like_framework(like, (2 * self.num_parts, shape.h_kv, shape.rows, HEAD_DIM_V),
-                                                     f32, shape.device),
-                         arrays.empty_like_framework(like, (2 * self.num_parts, shape.h_kv, shape.rows), f32,
-                                                     shape.device))
-            self._scratch[stream.ptr] = found
-        return found[0][1], found[1][1]
+        """Split-KV buffers ``(o_accum, lse_accum)`` (CuPy views) for work on `stream`, allocated
+        by the framework of `like` (torch's allocator is the one that works inside a torch
+        CUDA-graph capture). Keyed by stream: work on one stream runs in order, so calls on it
+        can share them."""
+        return (self._scratch.get(stream.ptr) or self._new_scratch(stream, like))[1]
+
+    def scratch_ptrs(self, stream, like):
+        """``(o_accum, lse_accum)`` pointers of scratch() for ``stream`` (the per-call path)."""
+        return (self._scratch.get(stream.ptr) or self._new_scratch(stream, like))[2]
+
+    def _new_scratch(self, stream, like):
+        """Allocate scratch() for `stream`: kept as (the framework objects that own the memory,
+        their views, their pointers)."""
+        shape, f32 = self.shape, np.dtype(np.float32)
+        with stream:
+            o_obj, o_view = arrays.empty_like_framework(
+                like, (2 * self.num_parts, shape.h_kv, shape.rows, HEAD_DIM_V), f32, shape.device)
+            l_obj, l_view = arrays.empty_like_framework(like, (2 * self.num_parts, shape.h_kv, shape.rows), f32,
+                                                        shape.device)
+        found = self._scratch[stream.ptr] = ((o_obj, l_obj), (o_view, l_view), (o_view.data.ptr, l_view.data.ptr))
+        return found

@@ -105,19 +105,31 @@ struct __align__(1024) Smem {
     unsigned long long empty[NBUF];          // every consumer warp is done with it
 };
 
-// MLA_TRACE: clock() stamps of pairs TRACE_FIRST .. + 7 of CTA 0's first sequence, read back
-// by bench/trace_seesaw.py as [warpgroup][pair][stamp].
+// MLA_TRACE=1: clock() stamps of pairs TRACE_FIRST .. + 7 of CTA 0's first sequence, read back
+// by bench/trace_seesaw.py as [warpgroup][pair][stamp]. MLA_TRACE=2: stamps of CTA 0's sequence
+// switches (seq_stamp), read back by bench/trace_switch.py as [sequence][stamp].
 #if MLA_TRACE
 constexpr int TRACE_FIRST = 20;
+constexpr int TRACE_SEQS = 8;
 }  // namespace
 extern "C" __device__ u32 mla_trace[2 * 8 * 12];   // a plain name, for cupy's get_global
 __device__ u32 mla_trace[2 * 8 * 12];
+extern "C" __device__ u32 mla_trace_seq[TRACE_SEQS * 16];
+__device__ u32 mla_trace_seq[TRACE_SEQS * 16];
 namespace {
 #endif
 __device__ __forceinline__ void stamp(int wg, int pair, int i) {
-#if MLA_TRACE
+#if MLA_TRACE == 1
     if (pair >= TRACE_FIRST && pair < TRACE_FIRST + 8 && threadIdx.x % 128 == 0 && blockIdx.x + blockIdx.y + blockIdx.z == 0)
         mla_trace[(wg * 8 + pair - TRACE_FIRST) * 12 + i] = (u32)clock();
+#endif
+}
+// Stamp i of the seq-th sequence of CTA 0, by thread 0 (i < 12) or the producer (i >= 12).
+constexpr int TRACE_SEQS_OFF = 1 << 20;   // a seq no stamp is kept for
+__device__ __forceinline__ void seq_stamp(int seq, int i) {
+#if MLA_TRACE == 2
+    if (seq < TRACE_SEQS && blockIdx.x + blockIdx.y + blockIdx.z == 0)
+        mla_trace_seq[seq * 16 + i] = (u32)clock();
 #endif
 }
 
@@ -127,6 +139,7 @@ __device__ __forceinline__ void produce(const DecodeParams& p, Smem& sm, const i
     const int page_mask = (1 << p.page_shift) - 1;
     int k = 0;   // tiles issued so far
     for (int b = sched[0]; b <= sched[2]; ++b) {
+        seq_stamp(b - sched[0], 12);
         const Piece pc = piece_of(p, sched, b);
         const int n = tiles_of(p, pc, m0, BLOCK_M, T);
         const int load_end = load_end_of(p, pc);
@@ -137,12 +150,14 @@ __device__ __forceinline__ void produce(const DecodeParams& p, Smem& sm, const i
             const int page = load ? bt[t0 >> p.page_shift] : 0;   // in flight during the wait
             const int buf = k % NBUF;
             if (k >= NBUF) mbar_wait(&sm.empty[buf], (k / NBUF - 1) & 1);
+            if (j == 0) seq_stamp(b - sched[0], 13);
             if (load) {
                 mbar_arrive_expect_tx(&sm.full[buf], SLICES * T * 128);
                 tma_load_5d(sm.k[buf], &p.k_map, &sm.full[buf], 0, t0 & page_mask, 0, g, page);
             } else {
                 mbar_arrive(&sm.full[buf]);
             }
+            if (j == 0) seq_stamp(b - sched[0], 14);
         }
     }
 }
@@ -559,6 +574,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_seesaw(
     c.k0 = 0;
 
     for (int b = sched[0]; b <= sched[2]; ++b) {
+        const int seq = threadIdx.x == 0 ? b - sched[0] : TRACE_SEQS_OFF;
+        seq_stamp(seq, 0);
         const Piece pc = piece_of(p, sched, b);
         c.start = pc.start;
         c.n = tiles_of(p, pc, m0, BLOCK_M, T);
@@ -566,12 +583,15 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_seesaw(
         for (int h = 0; h < 2; ++h) c.limit[h] = key_limit(p, pc, m0 + c.row[h]);
 
         bar_sync(BAR_CONSUMERS, CONSUMERS);   // the previous sequence is done with q, row_max, p
+        seq_stamp(seq, 1);
         if (threadIdx.x < BLOCK_M) sm.row_max[threadIdx.x] = -inf_f();
         if (c.n > 0) load_q<CONSUMERS, BLOCK_M>(p, sm.q, b, g, m0);
         cp_async_commit();
         cp_async_wait<0>();
+        seq_stamp(seq, 2);
         fence_proxy_async();
         bar_sync(BAR_CONSUMERS, CONSUMERS);   // q and row_max are in place for everyone
+        seq_stamp(seq, 3);
         QRegs qr;
         load_q_regs(sm, qr, c.row, c.tq);
 
@@ -586,6 +606,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_seesaw(
         if (MLA_S_ORDER && wg == 0 && c.n > 1) bar_arrive(BAR_S_ISSUED, CONSUMERS);
         wgmma_wait<0>();
         reg_fence(s);
+        seq_stamp(seq, 4);
         // One loop per warpgroup: a shared loop body joins the two paths, and ptxas then moves
         // o's 128 registers at every iteration (~150 clocks a pair, measured with MLA_TRACE).
         if (wg == 0) {
@@ -601,6 +622,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_seesaw(
             for (int it = 0; it < c.n; it += 2) wg1_pair(sm, c, it, o, s, lsum, qr);
         }
         c.k0 += c.n;
+        seq_stamp(seq, 5);
 
         // Epilogue: both halves are relative to the final maxima; add up the row sums.
 #pragma unroll
@@ -611,6 +633,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_seesaw(
             if (c.tq == 0) sm.row_sum[wg][c.row[h]] = l;
         }
         bar_sync(BAR_CONSUMERS, CONSUMERS);
+        seq_stamp(seq, 6);
         const bool whole = pc.pieces <= 1;
         const int slot = whole ? 0 : accum_slot(p.num_splits, b, pc.split);
 #pragma unroll
@@ -625,5 +648,6 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_seesaw(
             for (int j = 0; j < 32; ++j) store_pair(d, j, o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
             if (wg == 0 && c.tq == 0) *d.lse = lse;
         }
+        seq_stamp(seq, 7);
     }
 }

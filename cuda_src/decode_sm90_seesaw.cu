@@ -62,6 +62,15 @@
 #ifndef MLA_WG0_OVERLAP
 #define MLA_WG0_OVERLAP 0
 #endif
+// MLA_Q_BULK: the first sequence's q comes with one copy-engine copy into the empty buffers 2
+// and 3 (its 64 rows are contiguous in the usual layouts), then is swizzled into place; the
+// producer fills those buffers only after that. The first q wait drops from ~9.9k to ~6.3k
+// clocks (cp.async of 72 KB; trace_switch.py): b4 s_q4 lens 43.1 -> 39.8 us, b32 41.6 -> 40.9,
+// other rows level (bench/NOTES.md, session 7). Later sequences' q still come by cp.async:
+// the buffers hold the next tiles by then.
+#ifndef MLA_Q_BULK
+#define MLA_Q_BULK 1
+#endif
 // MLA_MAX_SLACK: see next_max().
 #ifndef MLA_MAX_SLACK
 #define MLA_MAX_SLACK 8.0f
@@ -103,6 +112,8 @@ struct __align__(1024) Smem {
     float row_sum[2][BLOCK_M];
     unsigned long long full[NBUF];           // the buffer's tile has landed
     unsigned long long empty[NBUF];          // every consumer warp is done with it
+    unsigned long long q_landed;             // MLA_Q_BULK: the bulk copy of the first q landed
+    unsigned long long q_ready;              // MLA_Q_BULK: buffers 2 and 3 are free again
 };
 
 // MLA_TRACE=1: clock() stamps of pairs TRACE_FIRST .. + 7 of CTA 0's first sequence, read back
@@ -150,6 +161,7 @@ __device__ __forceinline__ void produce(const DecodeParams& p, Smem& sm, const i
             const int page = load ? bt[t0 >> p.page_shift] : 0;   // in flight during the wait
             const int buf = k % NBUF;
             if (k >= NBUF) mbar_wait(&sm.empty[buf], (k / NBUF - 1) & 1);
+            if (MLA_Q_BULK && k == 2) mbar_wait(&sm.q_ready, 0);
             if (j == 0) seq_stamp(b - sched[0], 13);
             if (load) {
                 mbar_arrive_expect_tx(&sm.full[buf], SLICES * T * 128);
@@ -159,6 +171,32 @@ __device__ __forceinline__ void produce(const DecodeParams& p, Smem& sm, const i
             }
             if (j == 0) seq_stamp(b - sched[0], 14);
         }
+    }
+}
+
+// The m tile's 64 rows of q are one contiguous run of 64 x D elements: a full tile, rows one head
+// apart, and a new s (s_q > 1) only where the next head group follows (one kv head).
+__device__ __forceinline__ bool q_rows_contiguous(const DecodeParams& p, int m0) {
+    return m0 + BLOCK_M <= p.rows && p.q_stride_h == D &&
+           (p.s_q == 1 || (p.h_kv == 1 && p.q_stride_s == (long long)p.heads_per_kv * D));
+}
+
+// MLA_Q_BULK: the first sequence's q, copied whole into buffers 2 and 3 (72 KB, free until the
+// producer's third copy) by the copy engine, then moved by the consumers into sm.q's swizzled
+// layout (load_q's places).
+__device__ __forceinline__ void load_q_bulk(const DecodeParams& p, Smem& sm, int b, int g, int m0) {
+    static_assert(BLOCK_M * D <= 2 * SLICES * K_SLICE, "q must fit in two tile buffers");
+    elem_t* stage = sm.k[2];
+    if (threadIdx.x == 0) {
+        const int s = m0 / p.heads_per_kv, h = g * p.heads_per_kv + m0 % p.heads_per_kv;
+        const u16* src = static_cast<const u16*>(p.q) + b * p.q_stride_b + s * p.q_stride_s + h * p.q_stride_h;
+        mbar_arrive_expect_tx(&sm.q_landed, BLOCK_M * D * 2);
+        bulk_load(stage, src, BLOCK_M * D * 2, &sm.q_landed);
+    }
+    mbar_wait(&sm.q_landed, 0);
+    for (int c = threadIdx.x; c < BLOCK_M * (D / 8); c += CONSUMERS) {
+        const int r = c / (D / 8), col = (c % (D / 8)) * 8;
+        *reinterpret_cast<uint4*>(sm.q + swz(BLOCK_M, r, col)) = *reinterpret_cast<const uint4*>(stage + r * D + col);
     }
 }
 
@@ -549,6 +587,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_seesaw(
             mbar_init(&sm.full[i], 1);
             mbar_init(&sm.empty[i], CONSUMERS / 32);
         }
+        mbar_init(&sm.q_landed, 1);
+        mbar_init(&sm.q_ready, 1);
         mbar_init_fence();
     }
     __syncthreads();   // barriers initialised for everyone, the producer included
@@ -585,13 +625,18 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_seesaw(
         bar_sync(BAR_CONSUMERS, CONSUMERS);   // the previous sequence is done with q, row_max, p
         seq_stamp(seq, 1);
         if (threadIdx.x < BLOCK_M) sm.row_max[threadIdx.x] = -inf_f();
-        if (c.n > 0) load_q<CONSUMERS, BLOCK_M>(p, sm.q, b, g, m0);
+        if (MLA_Q_BULK && b == sched[0] && c.n > 0 && q_rows_contiguous(p, m0)) {
+            load_q_bulk(p, sm, b, g, m0);
+        } else if (c.n > 0) {
+            load_q<CONSUMERS, BLOCK_M>(p, sm.q, b, g, m0);
+        }
         cp_async_commit();
         cp_async_wait<0>();
         seq_stamp(seq, 2);
         fence_proxy_async();
         bar_sync(BAR_CONSUMERS, CONSUMERS);   // q and row_max are in place for everyone
         seq_stamp(seq, 3);
+        if (MLA_Q_BULK && b == sched[0] && threadIdx.x == 0) mbar_arrive(&sm.q_ready);   // buffers 2, 3 free
         QRegs qr;
         load_q_regs(sm, qr, c.row, c.tq);
 

@@ -107,9 +107,9 @@ class DecodeConfig:
         if self.is_seesaw:
             # struct Smem of decode_sm90_seesaw.cu: q + four 32-token tiles + P (d = 512 only: 64 x
             # 32 a tile; d = 576 keeps it in the tile's rope slice) + row max, two scales, two row
-            # sums + 8 mbarriers, padded to 1024, + 1 KB to align its start.
+            # sums + 10 mbarriers, padded to 1024, + 1 KB to align its start.
             p_bytes = 16 if self.head_dim > 512 else self.stages * 64 * self.block_n * 2
-            raw = (64 + self.stages * self.block_n) * self.head_dim * 2 + p_bytes + 5 * 64 * 4 + 8 * 8
+            raw = (64 + self.stages * self.block_n) * self.head_dim * 2 + p_bytes + 5 * 64 * 4 + 10 * 8
             return -(-raw // 1024) * 1024 + 1024
         if self.path == "sm90":
             # struct Smem of decode_sm90.cu: q + two k stages + p (64 x 64) + row max/sum exchange

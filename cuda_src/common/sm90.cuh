@@ -224,6 +224,13 @@ __device__ __forceinline__ void mbar_wait(unsigned long long* bar, u32 parity) {
     }
 }
 
+// Copy `bytes` (a multiple of 16; both addresses 16-byte aligned) from global into shared memory
+// with the copy engine, completion counted in bytes on `bar`.
+__device__ __forceinline__ void bulk_load(void* dst, const void* src, u32 bytes, unsigned long long* bar) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
+                 :: "r"(smem_addr(dst)), "l"(src), "r"(bytes), "r"(smem_addr(bar)) : "memory");
+}
+
 // The KV cache is read once per call: its lines are the first to go from L2, not the lines
 // others reuse or the dirty ones that would cost a write-back (measured: b1 h16 64K about
 // 41.4 -> 37.8 us, h32 and h128 rows +1.5%, h16 b128 rows -1%; bench/NOTES.md).

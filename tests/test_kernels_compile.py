@@ -93,7 +93,8 @@ def test_decode_compiles_without_spills(cache, arch, cc, rows, fp16, head_dim, p
 
 
 @pytest.mark.parametrize("defines", [{"MLA_Q_REGS": 0}, {"MLA_Q_REGS": 12}, {"MLA_WG0_OVERLAP": 1},
-                                     {"MLA_S_ORDER": 0}, {"MLA_MAX_SLACK": "0.0f"}, {"MLA_TRACE": 1}, {"MLA_TRACE": 2}, {"MLA_Q_BULK": 0},
+                                     {"MLA_S_ORDER": 0}, {"MLA_MAX_SLACK": "0.0f"}, {"MLA_TRACE": 1},
+                                     {"MLA_TRACE": 2}, {"MLA_Q_BULK": 0},
                                      {"MLA_FP16": 1, "MLA_HEAD_DIM": 512, "MLA_WG0_OVERLAP": 1}],
                          ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()))
 def test_seesaw_knobs_compile(cache, defines):

@@ -18,20 +18,21 @@ it was posted).
 import os
 import sys
 
-# Other knobs of the run (CUPYMLA_DEFINES as set) are kept.
-os.environ["CUPYMLA_DEFINES"] = ",".join(filter(None, [os.environ.get("CUPYMLA_DEFINES", ""),
-                                                        "decode_sm90_seesaw.cu:MLA_TRACE=1"]))
+import cupy as cp
+import ml_dtypes
+import numpy as np
 
-import cupy as cp  # noqa: E402
-import ml_dtypes  # noqa: E402
-import numpy as np  # noqa: E402
-
-import cupymla  # noqa: E402
-from cupymla import kernels  # noqa: E402
-from tests.gpu_cases import make_inputs  # noqa: E402
+import cupymla
+from cupymla import kernels
+from tests.gpu_cases import make_inputs
 
 
-def main(b=8, s_k=32768, h_q=128):
+def traced_run(level, b, s_k, h_q):
+    """Three calls on b sequences of s_k keys (h_q heads, s_q 1) with the seesaw kernel built with
+    MLA_TRACE=level; the run's other CUPYMLA_DEFINES are kept (read when the kernel is built).
+    Returns the schedule (NumPy) and the traced module, whose globals hold the stamps."""
+    os.environ["CUPYMLA_DEFINES"] = ",".join(filter(None, [os.environ.get("CUPYMLA_DEFINES", ""),
+                                                            f"decode_sm90_seesaw.cu:MLA_TRACE={level}"]))
     rng = np.random.default_rng(0)
     inp = make_inputs(rng, b, 1, h_q, 1, np.full(b, s_k, np.int32), 64, np.dtype(ml_dtypes.bfloat16), garbage=False)
     meta, splits = cupymla.get_mla_metadata(inp["cache_seqlens"], h_q, 1)
@@ -39,7 +40,13 @@ def main(b=8, s_k=32768, h_q=128):
         cupymla.flash_mla_with_kvcache(inp["q"], inp["k_cache"], inp["block_table"], inp["cache_seqlens"], 512,
                                        meta, splits)
     cp.cuda.Device().synchronize()
-    mod = next(m for k, m in kernels._modules.items() if k[1] == "decode_sm90_seesaw.cu" and "MLA_TRACE" in dict(k[2]))
+    mod = next(m for k, m in kernels._modules.items()
+               if k[1] == "decode_sm90_seesaw.cu" and dict(k[2]).get("MLA_TRACE") == str(level))
+    return cp.asnumpy(meta), mod
+
+
+def main(b=8, s_k=32768, h_q=128):
+    _, mod = traced_run(1, b, s_k, h_q)
     t = cp.ndarray((2, 8, 12), cp.uint32, mod.get_global("mla_trace")).get().astype(np.int64)
     for pair in range(8):
         t0 = t[0, pair, 0]

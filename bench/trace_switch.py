@@ -15,32 +15,19 @@ before the tensor cores are busy again).
 import os
 import sys
 
-os.environ["CUPYMLA_DEFINES"] = ",".join(filter(None, [os.environ.get("CUPYMLA_DEFINES", ""),
-                                                        "decode_sm90_seesaw.cu:MLA_TRACE=2"]))
-os.environ.setdefault("CUPYMLA_REPLAY", "0")
+os.environ.setdefault("CUPYMLA_REPLAY", "0")   # read when cupymla is imported
 
 import cupy as cp  # noqa: E402
-import ml_dtypes  # noqa: E402
 import numpy as np  # noqa: E402
 
-import cupymla  # noqa: E402
-from cupymla import kernels  # noqa: E402
-from tests.gpu_cases import make_inputs  # noqa: E402
+from trace_seesaw import traced_run  # noqa: E402  (bench/, the script's own folder)
 
 
 def main(b=132, s_k=4096, h_q=128):
-    rng = np.random.default_rng(0)
-    inp = make_inputs(rng, b, 1, h_q, 1, np.full(b, s_k, np.int32), 64, np.dtype(ml_dtypes.bfloat16), garbage=False)
-    meta, splits = cupymla.get_mla_metadata(inp["cache_seqlens"], h_q, 1)
-    for _ in range(3):
-        cupymla.flash_mla_with_kvcache(inp["q"], inp["k_cache"], inp["block_table"], inp["cache_seqlens"], 512,
-                                       meta, splits)
-    cp.cuda.Device().synchronize()
-    print("part 0:", cp.asnumpy(meta)[0, :5].tolist())
-    mod = next(m for k, m in kernels._modules.items()
-               if k[1] == "decode_sm90_seesaw.cu" and dict(k[2]).get("MLA_TRACE") in (2, "2"))
+    meta, mod = traced_run(2, b, s_k, h_q)
+    print("part 0:", meta[0, :5].tolist())
     t = cp.ndarray((8, 16), cp.uint32, mod.get_global("mla_trace_seq")).get().astype(np.int64)
-    n = int(meta[0, 2].get() - meta[0, 0].get() + 1)
+    n = int(meta[0, 2] - meta[0, 0] + 1)
     first = t[0, 0]
     for i in range(min(n, 8)):
         r = t[i]

@@ -46,12 +46,7 @@ ROWS = {
 
 
 def schedule_for(lens, num_parts, fixed):
-    old = scheduler.FIXED_OVERHEAD
-    scheduler.FIXED_OVERHEAD = fixed
-    try:
-        meta, splits = scheduler.schedule(lens, num_parts)
-    finally:
-        scheduler.FIXED_OVERHEAD = old
+    meta, splits = scheduler.schedule(lens, num_parts, fixed_overhead=fixed)
     split_seqs = int((np.diff(splits) > 1).sum())
     return cp.asarray(meta), cp.asarray(splits), split_seqs, int(splits[-1])
 

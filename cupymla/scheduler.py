@@ -39,8 +39,10 @@ def num_parts_for(num_sms: int, rows_per_kv_head: int, h_kv: int, block_m: int =
     return max(num_sms // (h_kv * m_tiles), 1)
 
 
-def schedule(cache_seqlens, num_parts: int):
-    """Return ``(tile_scheduler_metadata, num_splits)`` as int32 NumPy arrays."""
+def schedule(cache_seqlens, num_parts: int, fixed_overhead: int = FIXED_OVERHEAD):
+    """Return ``(tile_scheduler_metadata, num_splits)`` as int32 NumPy arrays. ``fixed_overhead``
+    (blocks a piece costs beyond its own) is metadata.cu's FIXED_OVERHEAD; another value is for
+    trying schedules (bench/fixed_cost.py), passed to the decode as the classic pair."""
     # Negative lengths count as empty, as in the kernel.
     seqlens = np.maximum(np.asarray(cache_seqlens, dtype=np.int64).reshape(-1), 0)
     batch = seqlens.shape[0]
@@ -49,8 +51,8 @@ def schedule(cache_seqlens, num_parts: int):
     if num_parts < 1:
         raise ValueError(f"num_parts: expected >= 1, got {num_parts}")
     nblocks = (seqlens + BLOCK_N - 1) // BLOCK_N
-    total = int(nblocks.sum()) + FIXED_OVERHEAD * batch
-    payload = -(-total // num_parts) + FIXED_OVERHEAD
+    total = int(nblocks.sum()) + fixed_overhead * batch
+    payload = -(-total // num_parts) + fixed_overhead
 
     meta = np.zeros((num_parts, METADATA_COLS), dtype=np.int32)
     num_splits = np.zeros(batch + 1, dtype=np.int32)
@@ -60,9 +62,9 @@ def schedule(cache_seqlens, num_parts: int):
         remain = payload
         while idx < batch:
             left = int(nblocks[idx]) - blk
-            if remain >= left + FIXED_OVERHEAD:
+            if remain >= left + fixed_overhead:
                 # The rest of this sequence fits: finish it here.
-                remain -= left + FIXED_OVERHEAD
+                remain -= left + fixed_overhead
                 cum += split + 1
                 num_splits[idx + 1] = cum
                 idx += 1
@@ -70,8 +72,8 @@ def schedule(cache_seqlens, num_parts: int):
                 split = 0
             else:
                 # Take what fits of it; the next part continues it as a new piece.
-                if remain > FIXED_OVERHEAD:
-                    blk += remain - FIXED_OVERHEAD
+                if remain > fixed_overhead:
+                    blk += remain - fixed_overhead
                     split += 1
                 break
         if blk > 0:

@@ -15,7 +15,7 @@ step() {  # step NAME TIMEOUT CMD...
 nvidia-smi --query-gpu=name,clocks.max.sm,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 git log --oneline -1 2>/dev/null | tee -a "$OUT/gpu.txt"
 step suite 200 python3 -m pytest tests -m gpu -q -x
-step slack0 90 env CUPYMLA_DEFINES="decode_sm90_seesaw.cu:MLA_MAX_SLACK=0.0f" python3 -m cupymla check
+step slack0 90 env CUPYMLA_DEFINES="decode_sm90_seesaw.cu:MLA_MAX_SLACK=0.0f,decode_sm90_seesaw64.cu:MLA_MAX_SLACK=0.0f" python3 -m cupymla check
 for tool in memcheck racecheck synccheck; do
   step "$tool" 120 compute-sanitizer --tool "$tool" --report-api-errors no python3 -m cupymla check
 done

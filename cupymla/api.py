@@ -64,14 +64,17 @@ def _runs_portable(cfg, page_size: int) -> bool:
 
 def _for_page(cfg, page_size: int):
     """The configuration run for pages of `page_size` (same schedule: one m tile per kv head, as
-    many parts). The seesaw kernel copies a 32-token tile in one box, so pages of 16 take
-    decode_sm90.cu instead. The 32-row narrow kernel needs 18 small copies a 64-token tile on
-    pages of 32, and ran 16% slower there than on pages of 64 (H200, 204 against 176 us on
-    b64 h_q32 8K); the seesaw kernel, as fast as it on pages of 64, takes those pages."""
+    many parts). The 64-token seesaw copies a tile from one page: pages of 32 take the 32-token
+    seesaw, which copies a 32-token tile in one box, so pages of 16 take decode_sm90.cu instead.
+    The 32-row narrow kernel needs 18 small copies a 64-token tile on pages of 32, and ran 16%
+    slower there than on pages of 64 (H200, 204 against 176 us on b64 h_q32 8K); the 32-token
+    seesaw, as fast as it on pages of 64, takes those pages."""
+    if cfg.is_seesaw64 and page_size < 64:
+        cfg = dataclasses.replace(cfg, block_n=32, stages=4, variant="")
     if cfg.is_seesaw and page_size < 32:
         return dataclasses.replace(cfg, block_n=64, stages=2)
     if cfg.path == "sm90" and cfg.block_m == 32 and page_size == 32:
-        seesaw = kernels.decode_config(64, kernels.SM90, cfg.head_dim)
+        seesaw = _for_page(kernels.decode_config(64, kernels.SM90, cfg.head_dim), page_size)
         return seesaw if seesaw.is_seesaw else cfg
     return cfg
 
@@ -199,7 +202,7 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v,
     if box_rows:
         last_k, made = plan.last_k_map   # one (pointer, map) tuple: swapped whole, so thread-safe
         if last_k != k_ptr:
-            made = tma.k_cache_map(kc, box_rows, plan.sub_tiles)
+            made = tma.k_cache_map(kc, box_rows, plan.sub_tiles, plan.box_slices)
             plan.last_k_map = (k_ptr, made)
         if made is None:   # no cuda-bindings, or the driver refused this layout
             decode, box_rows = plan.portable(), 0
@@ -290,8 +293,10 @@ class _DecodePlan:
         self.shape = shape
         cfg, self.num_parts = _plan(shape.device, shape.rows, shape.h_kv, shape.head_dim)
         cfg = _for_page(cfg, shape.page_size)
-        # Rows of one copy: the seesaw kernel copies 32-token tiles whatever the page size.
+        # Rows of one copy: the seesaw kernel copies 32-token tiles whatever the page size. Slices
+        # of one copy: the 64-token seesaw copies a tile slice by slice, the others all at once.
         self.box_rows = 32 if cfg.is_seesaw else tma.box_rows_for(shape.page_size) if cfg.path == "sm90" else 0
+        self.box_slices = 1 if cfg.is_seesaw64 else shape.head_dim // 64
         # Pages of 32 on the 64-row kernel: one copy a page, tiles stored as two 32-row sub-tiles,
         # a kernel variant of its own (MLA_KV_SUB_ROWS in decode_sm90.cu). The seesaw kernel
         # always reads 32-token tiles with the 5-D map.
@@ -315,7 +320,8 @@ class _DecodePlan:
             k_stride_page=ks[0], k_stride_row=ks[1], k_stride_head=ks[2],
             bt_stride_b=bt.strides[0] // 4, max_blocks=bt.shape[1], num_pages=shape.num_pages,
             page_shift=shape.page_size.bit_length() - 1, num_parts=self.num_parts, causal=int(causal),
-            scale_log2=scale * _LOG2E, k_box_rows=0, k_map_rank=0, k_map=tma.ZERO_MAP, **common)
+            scale_log2=scale * _LOG2E, k_box_rows=0, k_map_rank=0, k_box_slices=self.box_slices,
+            k_map=tma.ZERO_MAP, **common)
         self.combine_params = params.Prepacked(params.COMBINE_PARAMS, 5, **common)
         self.decode = self.portable() if _runs_portable(cfg, shape.page_size) else self._launcher(cfg)
         # Hopper: the combine's CTAs get scheduled while the decode runs and wait on it in the

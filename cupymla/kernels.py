@@ -8,8 +8,9 @@ the key, the ``-arch`` is ours alone, and ``python -m cupymla compile`` can buil
 every variant on a machine without a GPU.
 
 The kernel for your GPU:
-* ``cuda_src/decode_sm90_seesaw.cu``: Hopper (compute capability 9.0), more than 32 query rows per
-  kv head, pages of 32 tokens or more.
+* ``cuda_src/decode_sm90_seesaw64.cu``: Hopper (compute capability 9.0), more than 32 query rows
+  per kv head, pages of 64 tokens or more.
+* ``cuda_src/decode_sm90_seesaw.cu``: the same on pages of 32 (or CUPYMLA_SM90_SEESAW64=0).
 * ``cuda_src/decode_sm90.cu``: Hopper, more than 32 query rows per kv head, pages of 16 (or
   CUPYMLA_SM90_SEESAW=0).
 * ``cuda_src/decode_sm90_narrow.cu``: Hopper, at most 32 query rows per kv head (h_q / h_kv <= 32).
@@ -77,11 +78,14 @@ class DecodeConfig:
     stages: int
     head_dim: int = 576
     path: str = "sm80"
+    variant: str = ""   # "seesaw64": decode_sm90_seesaw64.cu
 
     @property
     def file(self) -> str:
         if self.path == "sm90" and self.block_m < 64:
             return "decode_sm90_narrow.cu"
+        if self.is_seesaw64:
+            return "decode_sm90_seesaw64.cu"
         if self.is_seesaw:
             return "decode_sm90_seesaw.cu"
         return f"decode_{self.path}.cu"
@@ -92,9 +96,14 @@ class DecodeConfig:
         return self.path == "sm90" and self.block_m == 64 and self.block_n == 32
 
     @property
+    def is_seesaw64(self) -> bool:
+        """decode_sm90_seesaw64.cu: 64 rows, 64-token tiles in 2 buffers copied by halves, a producer."""
+        return self.path == "sm90" and self.variant == "seesaw64"
+
+    @property
     def threads(self) -> int:
         if self.path == "sm90":
-            return 384 if self.is_seesaw else 256 if self.block_m == 64 else 128
+            return 384 if self.is_seesaw or self.is_seesaw64 else 256 if self.block_m == 64 else 128
         return self.block_m // 16 * self.warps_n * 32
 
     @property
@@ -103,6 +112,13 @@ class DecodeConfig:
             # struct Smem of decode_sm90_narrow.cu: two k stages + q + P^T + per-warp column
             # max/sum + two mbarriers, padded to 1024 bytes, + 1 KB to align its start.
             raw = (2 * 64 + self.block_m) * self.head_dim * 2 + self.block_m * 64 * 2 + 2 * 4 * self.block_m * 4 + 2 * 8
+            return -(-raw // 1024) * 1024 + 1024
+        if self.is_seesaw64:
+            # struct Smem of decode_sm90_seesaw64.cu: q + two 64-token tiles + P (d = 512 only: 64 x
+            # 64 a tile; d = 576 keeps it in the tile's rope slice) + row max, two scales, two row
+            # sums + 8 mbarriers, padded to 1024, + 1 KB to align its start.
+            p_bytes = 16 if self.head_dim > 512 else 2 * 64 * 64 * 2
+            raw = 3 * 64 * self.head_dim * 2 + p_bytes + 5 * 64 * 4 + 8 * 8
             return -(-raw // 1024) * 1024 + 1024
         if self.is_seesaw:
             # struct Smem of decode_sm90_seesaw.cu: q + four 32-token tiles + P (d = 512 only: 64 x
@@ -156,9 +172,10 @@ def decode_config(rows: int, cc: tuple[int, int], head_dim: int = 576, path: str
     """The kernel and tile shape for `rows` query rows per kv head on a GPU of compute capability `cc`.
 
     Hopper (cc 9.0) takes a wgmma kernel: the narrow one for at most 32 rows (unless the
-    environment sets CUPYMLA_SM90_NARROW=0, to compare), else the seesaw one (pages of 32 tokens
-    or more; CUPYMLA_SM90_SEESAW=0 takes decode_sm90.cu instead, which the API also uses for
-    pages of 16). Elsewhere, few
+    environment sets CUPYMLA_SM90_NARROW=0, to compare), else the 64-token seesaw (the API takes
+    the 32-token one for pages of 32, and decode_sm90.cu for pages of 16; to compare,
+    CUPYMLA_SM90_SEESAW64=0 takes the 32-token seesaw and CUPYMLA_SM90_SEESAW=0 decode_sm90.cu
+    for every page size). Elsewhere, few
     rows (small h_q per kv head, the memory-bound case) get a short m tile so the tensor cores
     do not multiply padding; GPUs with ~100 KB of shared memory per CTA get one stage. ``path``
     (or the environment variable CUPYMLA_DECODE_PATH) forces "sm80" or "sm90", e.g. to test the
@@ -171,6 +188,8 @@ def decode_config(rows: int, cc: tuple[int, int], head_dim: int = 576, path: str
         if rows <= 32 and os.environ.get("CUPYMLA_SM90_NARROW", "1") != "0":
             return DecodeConfig(16 if rows <= 16 else 32, 1, 64, 2, head_dim, "sm90")
         if os.environ.get("CUPYMLA_SM90_SEESAW", "1") != "0":
+            if os.environ.get("CUPYMLA_SM90_SEESAW64", "1") != "0":
+                return DecodeConfig(64, 2, 64, 2, head_dim, "sm90", "seesaw64")
             return DecodeConfig(64, 2, 32, 4, head_dim, "sm90")
         return DecodeConfig(64, 2, 64, 2, head_dim, "sm90")
     if path != "sm80":
@@ -195,10 +214,10 @@ def all_decode_configs(cc: tuple[int, int]) -> list[DecodeConfig]:
                 cfg = decode_config(rows, cc, head_dim, path)
                 if cfg not in out:
                     out.append(cfg)
-            if path == "sm90":   # decode_sm90.cu: pages of 16, and CUPYMLA_SM90_SEESAW=0
-                cfg = DecodeConfig(64, 2, 64, 2, head_dim, "sm90")
-                if cfg not in out:
-                    out.append(cfg)
+            if path == "sm90":   # the 32-token seesaw (pages of 32) and decode_sm90.cu (pages of 16)
+                for cfg in (DecodeConfig(64, 2, 32, 4, head_dim, "sm90"), DecodeConfig(64, 2, 64, 2, head_dim, "sm90")):
+                    if cfg not in out:
+                        out.append(cfg)
     return out
 
 
@@ -256,6 +275,7 @@ def _parse_ptxas(log: str, c: Compiled) -> None:
 
 KERNEL_NAMES = {"decode_sm80.cu": "mla_decode_sm80", "decode_sm90.cu": "mla_decode_sm90",
                 "decode_sm90_narrow.cu": "mla_decode_sm90_narrow", "decode_sm90_seesaw.cu": "mla_decode_sm90_seesaw",
+                "decode_sm90_seesaw64.cu": "mla_decode_sm90_seesaw64",
                 "combine.cu": "mla_combine", "metadata.cu": "mla_metadata"}
 
 

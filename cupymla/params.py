@@ -30,8 +30,10 @@ def _struct(*fields):
         offsets.append(pos)
         pos += dt.itemsize
         struct_align = max(struct_align, a)
+    # metadata["alignas"]: the alignas() given, which the layout alone may not reveal
     return np.dtype({"names": names, "formats": formats, "offsets": offsets,
-                     "itemsize": -(-pos // struct_align) * struct_align}, align=True)
+                     "itemsize": -(-pos // struct_align) * struct_align}, align=True,
+                    metadata={"alignas": {name: typ_align[0] for name, _, *typ_align in fields if typ_align}})
 
 
 METADATA_PARAMS = _struct(
@@ -50,7 +52,7 @@ DECODE_PARAMS = _struct(
     ("batch", _I32), ("s_q", _I32), ("h_q", _I32), ("h_kv", _I32),
     ("heads_per_kv", _I32), ("rows", _I32), ("page_shift", _I32), ("num_parts", _I32),
     ("causal", _I32), ("scale_log2", _F32),
-    ("k_box_rows", _I32), ("k_map_rank", _I32), ("k_map", (np.uint64, 16), 64),
+    ("k_box_rows", _I32), ("k_map_rank", _I32), ("k_box_slices", _I32), ("k_map", (np.uint64, 16), 64),
 )
 
 COMBINE_PARAMS = _struct(

@@ -33,19 +33,22 @@ def box_rows_for(page_size: int) -> int:
     return min(page_size, 64) if page_size >= 16 else 0
 
 
-def k_cache_map(k_cache, box_rows: int, sub_tiles: bool = False):
+def k_cache_map(k_cache, box_rows: int, sub_tiles: bool = False, box_slices: int = 0):
     """``(words, rank)``: the 16 words of a map over k_cache [num_pages, page_size, h_kv, d] and
     its rank (5 or 4, see the module docstring), 128-byte swizzle; None if it cannot be made.
     ``sub_tiles``: for pages of 32, the kernel reads tiles stored as two 32-row sub-tiles only
-    (decode_sm90.cu compiled with MLA_KV_SUB_ROWS=32), so only the 5-D map will do."""
+    (decode_sm90.cu compiled with MLA_KV_SUB_ROWS=32), so only the 5-D map will do.
+    ``box_slices``: 64-column slices a 5-D box holds (0: all, d / 64; decode_sm90_seesaw64.cu asks
+    for 1 and has no 4-D fallback)."""
+    box_slices = box_slices or int(k_cache.shape[3]) // 64
     key = (k_cache.data.ptr, tuple(k_cache.shape), tuple(k_cache.strides), k_cache.dtype.str, box_rows,
-           sub_tiles, k_cache.device.id)
+           sub_tiles, box_slices, k_cache.device.id)
     with _LOCK:   # one thread per GPU may call at once
         found = _CACHE.get(key)
         if found is not None:
             _CACHE.move_to_end(key)
             return found
-    made = _encode(k_cache, box_rows, sub_tiles)
+    made = _encode(k_cache, box_rows, sub_tiles, box_slices)
     if made is not None:
         with _LOCK:
             _CACHE[key] = made
@@ -54,14 +57,16 @@ def k_cache_map(k_cache, box_rows: int, sub_tiles: bool = False):
     return made
 
 
-def _encode(k_cache, box_rows, sub_tiles):
+def _encode(k_cache, box_rows, sub_tiles, box_slices):
     num_pages, page_size, h_kv, d = (int(x) for x in k_cache.shape)
     sp, sr, sh, _ = (int(s) for s in k_cache.strides)
     if box_rows == 64 or (box_rows == 32 and sub_tiles):   # (64 columns, rows, slices, heads, pages)
         words = _encode_tiled(k_cache, [64, page_size, d // 64, h_kv, num_pages], [sr, 128, sh, sp],
-                              [64, box_rows, d // 64, 1, 1])
+                              [64, box_rows, box_slices, 1, 1])
         if words is not None:
             return words, 5
+        if box_slices != d // 64:
+            return None   # decode_sm90_seesaw64.cu reads slice boxes only: the host runs the portable kernel
         if sub_tiles and box_rows == 32:
             return None   # that kernel variant reads sub-tiles only: the host runs the portable one
     words = _encode_tiled(k_cache, [d, h_kv, page_size, num_pages], [sh, sr, sp], [64, 1, box_rows, 1])

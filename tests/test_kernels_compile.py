@@ -105,6 +105,16 @@ def test_seesaw_knobs_compile(cache, defines):
     assert "serialized" not in c.log, c.log
 
 
+@pytest.mark.parametrize("defines", [{"MLA_Q_REGS": 4}, {"MLA_TRACE": 1}, {"MLA_SLICE_BARRIERS": 1},
+                                     {"MLA_MAX_SLACK": "0.0f"}, {"MLA_FP16": 1, "MLA_HEAD_DIM": 512, "MLA_TRACE": 1}],
+                         ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()))
+def test_seesaw64_knobs_compile(cache, defines):
+    """The same for the 64-token seesaw's knobs."""
+    c = kernels.compile_source("decode_sm90_seesaw64.cu", "sm_90a", {"MLA_FP16": 0, **defines}, use_cache=False)
+    assert c.spill_bytes == 0 and c.stack_bytes == 0, c.log
+    assert "serialized" not in c.log, c.log
+
+
 @pytest.mark.parametrize("file, defines", [("combine.cu", {"MLA_FP16": 0, "MLA_COMBINE_WIDE": 0}),
                                            ("combine.cu", {"MLA_FP16": 1, "MLA_COMBINE_WIDE": 1}),
                                            ("metadata.cu", {})])
@@ -133,14 +143,14 @@ def test_decode_config(cc, rows):
     want_m = 16 if rows <= 16 else 32 if rows <= 32 else 64
     for head_dim in (576, 512):
         auto = decode_config(rows, cc, head_dim)
-        if cc == (9, 0):   # Hopper: the narrow wgmma kernel for <= 32 rows, else the seesaw one
+        if cc == (9, 0):   # Hopper: the narrow wgmma kernel for <= 32 rows, else the 64-token seesaw
             if rows <= 32:
                 assert (auto.path, auto.block_m, auto.block_n, auto.threads) == ("sm90", want_m, 64, 128)
                 assert auto.file == "decode_sm90_narrow.cu"
                 assert auto.defines() == {"MLA_HEAD_DIM": head_dim, "MLA_BLOCK_M": want_m}
             else:
-                assert (auto.path, auto.block_m, auto.block_n, auto.stages, auto.threads) == ("sm90", 64, 32, 4, 384)
-                assert auto.file == "decode_sm90_seesaw.cu" and auto.defines() == {"MLA_HEAD_DIM": head_dim}
+                assert (auto.path, auto.block_m, auto.block_n, auto.stages, auto.threads) == ("sm90", 64, 64, 2, 384)
+                assert auto.file == "decode_sm90_seesaw64.cu" and auto.defines() == {"MLA_HEAD_DIM": head_dim}
             assert auto.smem_bytes <= smem_optin(cc), (auto, smem_optin(cc))
             assert auto in kernels.all_decode_configs(cc)
             assert ctas_per_sm(auto, smem_optin(cc) + 1024, 255) >= 1
@@ -164,7 +174,10 @@ def test_decode_config(cc, rows):
 @pytest.mark.parametrize("cfg", [DecodeConfig(64, 2, 32, 2), DecodeConfig(16, 4, 32, 2), DecodeConfig(32, 4, 32, 1),
                                  DecodeConfig(64, 2, 16, 1, 512), DecodeConfig(64, 2, 64, 2, 576, "sm90"),
                                  DecodeConfig(64, 2, 64, 2, 512, "sm90"), DecodeConfig(16, 1, 64, 2, 576, "sm90"),
-                                 DecodeConfig(32, 1, 64, 2, 576, "sm90"), DecodeConfig(32, 1, 64, 2, 512, "sm90")],
+                                 DecodeConfig(32, 1, 64, 2, 576, "sm90"), DecodeConfig(32, 1, 64, 2, 512, "sm90"),
+                                 DecodeConfig(64, 2, 32, 4, 576, "sm90"), DecodeConfig(64, 2, 32, 4, 512, "sm90"),
+                                 DecodeConfig(64, 2, 64, 2, 576, "sm90", "seesaw64"),
+                                 DecodeConfig(64, 2, 64, 2, 512, "sm90", "seesaw64")],
                          ids=str)
 def test_smem_bytes_cover_the_kernels_struct(cfg):
     """The host's window size must hold the kernel's `struct Smem` (checked by NVRTC itself);
@@ -333,15 +346,17 @@ def test_header_error_names_the_header(cache, src_copy):
     assert "params.cuh" in str(info.value) and "error" in str(info.value)
 
 
-@pytest.mark.parametrize("rows,page_size,want", [(128, 64, "decode_sm90_seesaw.cu"), (64, 32, "decode_sm90_seesaw.cu"),
+@pytest.mark.parametrize("rows,page_size,want", [(128, 64, "decode_sm90_seesaw64.cu"), (128, 128, "decode_sm90_seesaw64.cu"),
+                                                 (64, 32, "decode_sm90_seesaw.cu"),
                                                  (128, 16, "decode_sm90.cu"), (128, 1, "decode_sm80.cu"),
                                                  (16, 64, "decode_sm90_narrow.cu"), (32, 16, "decode_sm90_narrow.cu"),
                                                  (16, 32, "decode_sm90_narrow.cu"), (32, 32, "decode_sm90_seesaw.cu"),
                                                  (32, 64, "decode_sm90_narrow.cu")])
 def test_launched_file_on_hopper(rows, page_size, want):
-    """The kernel a Hopper plan runs: the seesaw one needs pages of 32 or more (one copy a
-    32-token tile), every TMA kernel pages of 16 or more; 32 rows on pages of 32 take the seesaw
-    kernel (the narrow one is slow there)."""
+    """The kernel a Hopper plan runs: the 64-token seesaw needs pages of 64 or more (a tile from
+    one page), the 32-token one pages of 32 or more (one copy a 32-token tile), every TMA kernel
+    pages of 16 or more; 32 rows on pages of 32 take the 32-token seesaw (the narrow one is slow
+    there)."""
     from cupymla import api
     assert api.launched_file(decode_config(rows, (9, 0)), page_size) == want
 

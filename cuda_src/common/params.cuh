@@ -42,8 +42,11 @@ struct DecodeParams {
     //   k_map_rank 4: (d, h_kv, page_size, num_pages), box (64, 1, k_box_rows, 1): one copy per
     //                 slice and page.
     // k_box_rows = 0: no map (the host then runs decode_sm80.cu, which ignores these fields).
+    // k_box_slices: 64-column slices in a rank-5 box (d / 64; 1 for decode_sm90_seesaw64.cu,
+    // which copies each tile slice by slice).
     int k_box_rows;
     int k_map_rank;
+    int k_box_slices;
     alignas(64) unsigned long long k_map[16];
 };
 

@@ -66,14 +66,15 @@ __device__ __forceinline__ void reg_fence(u32 (&a)[N]) {
     for (int i = 0; i < N; ++i) asm volatile("" : "+r"(a[i]) :: "memory");
 }
 
-// Scores of an m64n32 accumulator (this thread: rows `row` 16 warp + gq + 8 h, keys t_first +
-// 8 j + 2 tq + e at s[4 j + 2 h + e]): keys at or past a row's limit become -inf, the others are
-// scaled to the log2 domain; mx gets this thread's maximum per row (before any shuffle).
-__device__ __forceinline__ void mask_scores(float (&s)[16], float (&mx)[2], int t_first, int tq,
+// Scores of an m64nN accumulator, N = 2 NS (this thread: rows `row` 16 warp + gq + 8 h, keys
+// t_first + 8 j + 2 tq + e at s[4 j + 2 h + e]): keys at or past a row's limit become -inf, the
+// others are scaled to the log2 domain; mx gets this thread's maximum per row (before any shuffle).
+template <int NS>
+__device__ __forceinline__ void mask_scores(float (&s)[NS], float (&mx)[2], int t_first, int tq,
                                             const int (&limit)[2], float scale_log2) {
     mx[0] = mx[1] = -inf_f();
 #pragma unroll
-    for (int j = 0; j < 4; ++j)
+    for (int j = 0; j < NS / 4; ++j)
 #pragma unroll
         for (int h = 0; h < 2; ++h)
 #pragma unroll
@@ -99,13 +100,21 @@ __device__ __forceinline__ void scale_o(float (&o)[128], const float (&f)[2]) {
         }
 }
 
-// wgmma names every accumulator register in its operand list: the lists for N = 32 (16 a thread)
-// and N = 256 (128 a thread), written once. The accumulators are operands 0 .. n - 1.
+// wgmma names every accumulator register in its operand list: the lists for N = 32 (16 a thread),
+// N = 64 (32) and N = 256 (128 a thread), written once. The accumulators are operands 0 .. n - 1.
 #define MLA_ACC16_NAMES "{" \
     "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15" "}"
 #define MLA_ACC16_OUTS(d) \
     "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
     "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+#define MLA_ACC32_NAMES "{" \
+    "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15," \
+    "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31" "}"
+#define MLA_ACC32_OUTS(d) \
+    "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+    "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
+    "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+    "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
 #define MLA_ACC128_NAMES "{" \
     "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15," \
     "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31," \
@@ -163,6 +172,25 @@ __device__ __forceinline__ void wgmma_m64n32k16_rs(float (&d)[16], const u32 (&a
         "wgmma.mma_async.sync.aligned.m64n32k16.f32." MLA_MMA_TYPE "." MLA_MMA_TYPE " "
         MLA_ACC16_NAMES ", {%16,%17,%18,%19}, %20, p, 1, 1, 0;\n}\n"
         : MLA_ACC16_OUTS(d)
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(accumulate));
+}
+
+// D(64x64, fp32) (+)= A(64x16) * B(16x64), both K-major in shared memory (the scores of a
+// 64-token tile), and the same with A from registers (m16n8k16's A fragment of each warp's rows).
+__device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[32], u64 desc_a, u64 desc_b, int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32." MLA_MMA_TYPE "." MLA_MMA_TYPE " "
+        MLA_ACC32_NAMES ", %32, %33, p, 1, 1, 0, 0;\n}\n"
+        : MLA_ACC32_OUTS(d)
+        : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+}
+__device__ __forceinline__ void wgmma_m64n64k16_rs(float (&d)[32], const u32 (&a)[4], u64 desc_b, int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32." MLA_MMA_TYPE "." MLA_MMA_TYPE " "
+        MLA_ACC32_NAMES ", {%32,%33,%34,%35}, %36, p, 1, 1, 0;\n}\n"
+        : MLA_ACC32_OUTS(d)
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(accumulate));
 }
 

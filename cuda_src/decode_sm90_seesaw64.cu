@@ -1,0 +1,573 @@
+// Hopper (sm_90a) paged MLA decode for 64 query rows per CTA on pages of 64 tokens or more: the
+// seesaw of decode_sm90_seesaw.cu (read its header first) on 64-token tiles in two buffers.
+//
+// Why 64-token tiles. The seesaw on 32-token tiles spends ~3250 clocks a pair against 2176 of
+// tensor work (bench/NOTES.md, v11): its m64n32 scores read q from shared memory once per 32
+// tokens (3 KB per 16 tensor clocks, above the 128 bytes a clock shared memory gives), and every
+// 32 tokens pay a softmax hand-over, barriers and wgmma waits. Here each warpgroup scores a whole
+// 64-token tile (m64n64: q read once per 64 tokens, 128 bytes a clock), so a pair covers 128
+// tokens with the same number of hand-overs.
+//
+// The cost: only two tiles fit next to q (72 KB + 2 x 72 KB), so a buffer must be refilled while
+// the pair that uses it is still running. Each tile is copied and released in two halves:
+//   half 0, slices 0-3 (V_L): read by the tile's scores and by warpgroup 0's product;
+//   half 1, slices 4-8 (V_R, and the rope slice, which then holds the tile's P): read by the
+//           scores, warpgroup 1's product and the product that reads that P.
+// A half is refilled as soon as all 8 consumer warps have arrived on its `empty` barrier: every
+// warp arrives once per tile and half, after the tile is known to have landed (so never in the
+// previous use's phase) and after its last read; a warpgroup that never reads a half arrives early.
+// Warpgroup 1 multiplies P_A V_A,R before its softmax of B (decode_sm90_seesaw.cu's
+// MLA_WG1_A_FIRST order), so A's second half frees half a pair earlier than in the other order,
+// and its softmax overlaps 1024 clocks of products.
+//
+//   WG0: softmax A | O_L = O_L x scale0 + P_A V_A,L, P_A out | (P_B) O_L x scale1 + P_B V_B,L
+//        | S_A' = Q K_A'^T
+//   WG1: (A's maxima) O_R x scale0, (P_A) O_R += P_A V_A,R | softmax B | O_R x scale1 +
+//        P_B V_B,R, P_B out | S_B' (queued behind S_A')
+//
+// Shared memory (d = 576): q 72 KB + 2 tiles x 72 KB = 216 KB (+ 16 KB of P for d = 512).
+// The tensor map: 5-D (k_map_rank 5), box of one 64-column slice of 64 rows (k_box_rows 64,
+// k_box_slices 1): nine copies a tile, four on half 0's `full` barrier and five on half 1's.
+//
+// Compile-time configuration: MLA_FP16 (0 = bf16, 1 = fp16), MLA_HEAD_DIM (576 or 512).
+#ifndef MLA_HEAD_DIM
+#define MLA_HEAD_DIM 576
+#endif
+#include "common/params.cuh"
+#include "common/ptx.cuh"
+#include "common/sm90.cuh"
+#include "common/epilogue.cuh"
+#include "common/piece.cuh"
+#include "common/kv_tiles.cuh"
+
+// MLA_Q_REGS: the first k steps of the scores take q from registers (4 a step).
+#ifndef MLA_Q_REGS
+#define MLA_Q_REGS 0
+#endif
+// MLA_TRACE (diagnostics only): clock() stamps of a few pairs of CTA 0 (bench/trace_seesaw.py).
+// WG0: 0 pair start, 1 P_A V_A,L issued, 2 P_A posted, 3 that product done, 4 P_B seen, 5 next
+// scores issued, 6 they are done, 8/9 their halves landed. WG1: 0 pair start, 1 A's maxima seen,
+// 2 P_A seen, 3 P_A V_A,R issued, 4 it and B's softmax done, 5 P_B posted, 6 next scores issued,
+// 7 they are done, 8/9 their halves landed. Both: 10/11 the producer issued the halves of this
+// warpgroup's next tile; WG0 7: B released; 12: WG0 P_B V_B,L issued, WG1 P_B V_B,R issued.
+#ifndef MLA_TRACE
+#define MLA_TRACE 0
+#endif
+// MLA_SLICE_BARRIERS: a `full` barrier per 64-column slice instead of per half, so the scores
+// start on each slice as soon as it lands.
+#ifndef MLA_SLICE_BARRIERS
+#define MLA_SLICE_BARRIERS 0
+#endif
+// MLA_MAX_SLACK: see next_max().
+#ifndef MLA_MAX_SLACK
+#define MLA_MAX_SLACK 8.0f
+#endif
+
+namespace {
+
+constexpr int D = MLA_HEAD_DIM;
+constexpr int Q_REGS = MLA_Q_REGS;
+constexpr int BLOCK_M = 64;
+constexpr int T = 64;                        // tokens a tile
+constexpr int NBUF = 2;                      // tile buffers
+constexpr int CONSUMERS = 256;               // two warpgroups
+constexpr int THREADS = CONSUMERS + 128;     // + the producer warpgroup (one thread works)
+constexpr int SLICES = D / 64;
+constexpr int HALF0_SLICES = 4;              // V_L; half 1 is the rest
+constexpr int Q_SLICE = BLOCK_M * 64;        // elements of one 64-column slice of q
+constexpr int K_SLICE = T * 64;              // ... of a tile
+constexpr bool ROPE = D > 512;               // slice 8 (rope): read by the scores only, then P
+constexpr u32 V_LBO = T * 128, V_SBO = 8 * 128;   // V as wgmma's MN-major B operand
+constexpr int CONSUMER_WARPS = CONSUMERS / 32;
+constexpr int FULLS = MLA_SLICE_BARRIERS ? SLICES : 2;   // `full` barriers a buffer
+
+// Named barriers (0 is __syncthreads, which the producer warp does not join).
+constexpr int BAR_CONSUMERS = 1;   // both warpgroups
+constexpr int BAR_SCALE0 = 2;      // WG0 has folded A's maxima into row_max, scale0 written
+constexpr int BAR_P_A = 3;         // P_A is in shared memory
+constexpr int BAR_P_B = 4;         // B's maxima folded in (row_max, scale1) and P_B in shared memory
+constexpr int BAR_S_ISSUED = 5;    // WG0 has issued its next scores (WG1 queues its own behind)
+constexpr int BAR_WG = 6;          // + warpgroup: its own 128 threads
+
+typedef u16 elem_t;
+
+struct __align__(1024) Smem {
+    elem_t q[SLICES * Q_SLICE];
+    elem_t k[NBUF][SLICES * K_SLICE];
+    elem_t p[ROPE ? 1 : NBUF][ROPE ? 8 : 64 * T];   // d = 512: P of each buffer's tile (see p_of)
+    float row_max[BLOCK_M];                  // running maxima, log2 domain
+    float scale0[BLOCK_M], scale1[BLOCK_M];
+    float row_sum[2][BLOCK_M];
+    unsigned long long full[NBUF][FULLS];    // the tile's half (or slice) has landed
+    unsigned long long empty[NBUF][2];       // every consumer warp is done with it
+};
+
+#if MLA_TRACE
+constexpr int TRACE_FIRST = 10;
+}  // namespace
+extern "C" __device__ u32 mla_trace[2 * 8 * 16];   // a plain name, for cupy's get_global
+__device__ u32 mla_trace[2 * 8 * 16];
+namespace {
+#endif
+__device__ __forceinline__ void stamp(int wg, int pair, int i) {
+#if MLA_TRACE
+    if (pair >= TRACE_FIRST && pair < TRACE_FIRST + 8 && threadIdx.x % 128 == 0 && blockIdx.x + blockIdx.y + blockIdx.z == 0)
+        mla_trace[(wg * 8 + pair - TRACE_FIRST) * 16 + i] = (u32)clock();
+#endif
+}
+
+__device__ __forceinline__ int buf_of(int k) { return k % NBUF; }
+__device__ __forceinline__ int full_of(int slice) { return MLA_SLICE_BARRIERS ? slice : slice >= HALF0_SLICES; }
+__device__ __forceinline__ u32 parity_of(int k) { return (k / NBUF) & 1; }
+
+// The producer: thread 0 of the third warpgroup copies the CTA's tiles, in the order the
+// warpgroups consume them, each half into its buffer as soon as the consumers released it.
+__device__ __forceinline__ void produce(const DecodeParams& p, Smem& sm, const int* sched, int g, int m0) {
+    const int page_mask = (1 << p.page_shift) - 1;
+    int k = 0;   // tiles issued so far
+    for (int b = sched[0]; b <= sched[2]; ++b) {
+        const Piece pc = piece_of(p, sched, b);
+        const int n = tiles_of(p, pc, m0, BLOCK_M, T);
+        const int load_end = load_end_of(p, pc);
+        const int* bt = p.block_table + b * p.bt_stride_b;
+        for (int j = 0; j < n; ++j, ++k) {
+            const int t0 = pc.start + j * T;
+            const bool load = t0 < load_end;   // tokens past it are not in the block table: zeros
+            const int page = load ? bt[t0 >> p.page_shift] : 0;
+            const int buf = buf_of(k);
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int s0 = h ? HALF0_SLICES : 0, s1 = h ? SLICES : HALF0_SLICES;
+                if (k >= NBUF) mbar_wait(&sm.empty[buf][h], parity_of(k) ^ 1);
+                for (int s = s0; s < s1; ++s) {
+                    unsigned long long* bar = &sm.full[buf][full_of(s)];
+                    const bool first = MLA_SLICE_BARRIERS || s == s0;   // the barrier's first slice
+                    if (!load) {
+                        if (first) mbar_arrive(bar);
+                        continue;
+                    }
+                    if (first) mbar_arrive_expect_tx(bar, (MLA_SLICE_BARRIERS ? 1 : s1 - s0) * K_SLICE * 2);
+                    tma_load_5d(sm.k[buf] + s * K_SLICE, &p.k_map, bar, 0, t0 & page_mask, s, g, page);
+                }
+                // Trace: when tile k's half was issued, in the pair that will score it (10/11: half 0/1).
+                stamp(k & 1, (k - 2 - (k & 1)) / 2, 10 + h);
+            }
+        }
+    }
+}
+
+// What a warpgroup needs of the current sequence piece and of its thread.
+struct Ctx {
+    int start, n, load_end, k0;   // first token, tiles, load end, global index of tile 0
+    int tq;                       // thread in its quad
+    int row[2];                   // this thread's two rows of the m tile
+    int limit[2];                 // their first invisible token
+    float scale_log2;
+};
+
+struct QRegs {
+    u32 a[Q_REGS > 0 ? Q_REGS : 1][4];
+};
+
+__device__ __forceinline__ void load_q_regs(const Smem& sm, QRegs& qr, const int (&row)[2], int tq) {
+#pragma unroll
+    for (int kk = 0; kk < Q_REGS; ++kk)
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+            qr.a[kk][i] = *reinterpret_cast<const u32*>(sm.q + swz(64, row[i % 2], 16 * kk + 8 * (i / 2) + 2 * tq));
+}
+
+// S = Q K^T for the tile of global index k (m64n64k16, 4 k steps a slice): half 0's slices as
+// soon as they land, then half 1's. (wg, pair: for the trace stamps 8 and 9, the halves seen.)
+// S = Q K^T for the tile of global index k (m64n64k16, 4 k steps a slice): half 0's slices as
+// soon as they land, then half 1's. (wg, pair: for the trace stamps 8 and 9, the halves seen.)
+__device__ __forceinline__ void scores(Smem& sm, float (&s)[32], int k, const QRegs& qr, int wg, int pair) {
+    const int buf = buf_of(k);
+    const u64 desc_q = smem_desc(sm.q, 16, 1024);
+    const u64 desc_k = smem_desc(sm.k[buf], 16, 1024);
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+        if (kk == 0 || (kk % 4 == 0 && full_of(kk / 4) != full_of(kk / 4 - 1))) {
+            // (ptxas would put the fence there itself, after the wait loop)
+            mbar_wait(&sm.full[buf][full_of(kk / 4)], parity_of(k));
+            if (kk == 0) stamp(wg, pair, 8);
+            if (kk == 4 * HALF0_SLICES) stamp(wg, pair, 9);
+            wgmma_fence();
+        }
+        const u64 q_off = ((kk / 4) * Q_SLICE * 2 + (kk % 4) * 32) >> 4;   // slice, then 16 columns
+        const u64 k_off = ((kk / 4) * K_SLICE * 2 + (kk % 4) * 32) >> 4;
+        if (kk < Q_REGS) wgmma_m64n64k16_rs(s, qr.a[kk < Q_REGS ? kk : 0], desc_k + k_off, kk > 0);
+        else wgmma_m64n64k16_ss(s, desc_q + q_off, desc_k + k_off, kk > 0);
+    }
+    wgmma_commit();
+}
+
+// The running maximum a row's probabilities are taken against, after a tile whose maximum is mx
+// (log2 domain): it moves only past a slack (decode_sm90_seesaw.cu's next_max says why).
+__device__ __forceinline__ float next_max(float m_old, float mx) {
+    return mx > m_old + MLA_MAX_SLACK ? mx : m_old;
+}
+
+// Mask a tile's scores (tokens t0 .. t0 + 63), scale them to the log2 domain and return the
+// running maxima of this thread's two rows after the tile (the quad agrees on them).
+__device__ __forceinline__ void mask_and_max(float (&s)[32], float (&m_new)[2], const float (&m_old)[2], int t0,
+                                             const Ctx& c) {
+    float mx[2];
+    mask_scores(s, mx, t0, c.tq, c.limit, c.scale_log2);
+    m_new[0] = m_old[0];
+    m_new[1] = m_old[1];
+    if (__any_sync(0xffffffffu, mx[0] > m_old[0] + MLA_MAX_SLACK || mx[1] > m_old[1] + MLA_MAX_SLACK)) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+            m_new[h] = next_max(m_old[h], mx[h]);
+        }
+    }
+}
+
+// s = exp2(s - base) per row, added to the row sums.
+__device__ __forceinline__ void exp_rows(float (&s)[32], const float (&base)[2], float (&sum)[2]) {
+#pragma unroll
+    for (int i = 0; i < 32; ++i) {
+        const int h = (i / 2) % 2;
+        s[i] = fast_exp2(s[i] - base[h]);
+        sum[h] += s[i];
+    }
+}
+
+// P (accumulator layout) as the A operand of the tile's four 16-token k steps.
+__device__ __forceinline__ void pack_p(const float (&s)[32], u32 (&a)[4][4]) {
+#pragma unroll
+    for (int kt = 0; kt < 4; ++kt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) a[kt][i] = pack2(s[8 * kt + 2 * i], s[8 * kt + 2 * i + 1]);
+}
+
+// Where a tile's P (64 rows x 64 tokens) goes for the other warpgroup's product: the tile's rope
+// slice, which only its scores read (done by then), in the same 128-byte-swizzled K-major layout
+// as q's slices; with d = 512, a separate area per buffer.
+__device__ __forceinline__ elem_t* p_of(Smem& sm, int buf) { return ROPE ? sm.k[buf] + 8 * K_SLICE : sm.p[buf]; }
+
+__device__ __forceinline__ void store_p(elem_t* sp, const u32 (&a)[4][4], const Ctx& c) {
+#pragma unroll
+    for (int kt = 0; kt < 4; ++kt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+            *reinterpret_cast<u32*>(sp + swz(64, c.row[i % 2], 16 * kt + 8 * (i / 2) + 2 * c.tq)) = a[kt][i];
+}
+
+// Rows [valid, 64) of one 256-column half of a tile were not loaded or hold the garbage tail of
+// the last page (maybe NaN, and 0 * NaN would reach O): zero them before this warpgroup's
+// product. Called only after the tile's scores are done (they mask those rows anyway).
+__device__ __forceinline__ void zero_v_tail(elem_t* sk, int half, int valid, int wg) {
+    if (valid >= T) return;
+    valid = max(valid, 0);
+    const uint4 z = make_uint4(0, 0, 0, 0);
+    for (int c = threadIdx.x % 128; c < (T - valid) * 32; c += 128) {
+        const int r = valid + c / 32, col = 256 * half + (c % 32) * 8;
+        *reinterpret_cast<uint4*>(sk + swz(T, r, col)) = z;
+    }
+    fence_proxy_async();
+    bar_sync(BAR_WG + wg, 128);
+}
+
+// O (+)= P V over one 256-column half of the tile's V, P from registers or from shared memory.
+template <int HALF>
+__device__ __forceinline__ void pv_regs(float (&o)[128], const u32 (&a)[4][4], const elem_t* sk) {
+    const u64 desc_v = smem_desc(sk + 4 * HALF * K_SLICE, V_LBO, V_SBO);
+    wgmma_fence();
+#pragma unroll
+    for (int kt = 0; kt < 4; ++kt) wgmma_m64n256k16_rs<1>(o, a[kt], desc_v + kt * 128, 1);
+    wgmma_commit();
+}
+template <int HALF>
+__device__ __forceinline__ void pv_smem(float (&o)[128], const elem_t* sp, const elem_t* sk) {
+    const u64 desc_p = smem_desc(sp, 16, 1024);
+    const u64 desc_v = smem_desc(sk + 4 * HALF * K_SLICE, V_LBO, V_SBO);
+    wgmma_fence();
+#pragma unroll
+    for (int kt = 0; kt < 4; ++kt) wgmma_m64n256k16_ss<1>(o, desc_p + kt * 2, desc_v + kt * 128, 1);
+    wgmma_commit();
+}
+
+// A consumer warp is done with half h of tile k.
+__device__ __forceinline__ void release(Smem& sm, int k, int h) {
+    if (threadIdx.x % 32 == 0) mbar_arrive(&sm.empty[buf_of(k)][h]);
+}
+
+// Warpgroup 0's share of the pair (A = tile it, B = tile it + 1 of the piece). s holds A's
+// scores on entry and the next A's on exit; m_run the running maxima.
+__device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (&o)[128], float (&s)[32],
+                                         float (&lsum)[2], const QRegs& qr, float (&m_run)[2]) {
+    const int ka = c.k0 + it, kb = ka + 1;
+    const int ta = c.start + it * T, tb = ta + T;
+    const bool has_b = it + 1 < c.n, next_a = it + 2 < c.n;
+    release(sm, ka, 1);   // A's second half: read by its scores (done); WG1 frees it after P_A V_A,R
+
+    stamp(0, it / 2, 0);
+    float m_new[2], base[2], sc0[2];
+    mask_and_max(s, m_new, m_run, ta, c);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        base[h] = m_new[h] == -inf_f() ? 0.f : m_new[h];   // no key seen yet: avoid inf - inf
+        sc0[h] = fast_exp2(m_run[h] - base[h]);
+        lsum[h] *= sc0[h];
+    }
+    __syncwarp();   // the quad has read the last pair's row_max before its first thread rewrites it
+    if (c.tq == 0) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            sm.row_max[c.row[h]] = m_new[h];
+            sm.scale0[c.row[h]] = sc0[h];
+        }
+    }
+    bar_arrive(BAR_SCALE0, CONSUMERS);
+    exp_rows(s, base, lsum);
+    u32 pa[4][4];
+    pack_p(s, pa);
+
+    // O_L = O_L x scale0 + P_A V_A,L, issued first: the tensor cores idle until it comes.
+    scale_o(o, sc0);
+    zero_v_tail(sm.k[buf_of(ka)], 0, c.load_end - ta, 0);
+    pv_regs<0>(o, pa, sm.k[buf_of(ka)]);
+    stamp(0, it / 2, 1);
+    store_p(p_of(sm, buf_of(ka)), pa, c);
+    fence_proxy_async();
+    bar_arrive(BAR_P_A, CONSUMERS);
+    stamp(0, it / 2, 2);
+    // A's first half is free once that product is done: its refill starts before P_B comes.
+    wgmma_wait<0>();
+    reg_fence(o);
+#pragma unroll
+    for (int kt = 0; kt < 4; ++kt) reg_fence(pa[kt]);
+    release(sm, ka, 0);
+    stamp(0, it / 2, 3);
+
+    m_run[0] = m_new[0];
+    m_run[1] = m_new[1];
+    if (has_b) {   // O_L = O_L x scale1 + P_B V_B,L
+        bar_sync(BAR_P_B, CONSUMERS);   // B's maxima and P_B
+        stamp(0, it / 2, 4);
+        float sc1[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            sc1[h] = sm.scale1[c.row[h]];
+            m_run[h] = sm.row_max[c.row[h]];
+            lsum[h] *= sc1[h];
+        }
+        scale_o(o, sc1);
+        zero_v_tail(sm.k[buf_of(kb)], 0, c.load_end - tb, 0);
+        pv_smem<0>(o, p_of(sm, buf_of(kb)), sm.k[buf_of(kb)]);
+        stamp(0, it / 2, 12);
+    }
+    // B is released before the next scores: they block until A' lands, and B' must not wait for that.
+    if (has_b) {
+        wgmma_wait<0>();
+        reg_fence(o);
+        release(sm, kb, 0);
+        release(sm, kb, 1);
+    }
+    stamp(0, it / 2, 7);
+    // The scores of the next A while P_B V_B,L runs.
+    if (next_a) scores(sm, s, ka + 2, qr, 0, it / 2);
+    if (it + 3 < c.n) bar_arrive(BAR_S_ISSUED, CONSUMERS);   // WG1 has a next B
+    stamp(0, it / 2, 5);
+    // Unconditionally: ptxas cannot tell that the branches above leave nothing in flight, and
+    // would serialise every wgmma of the kernel.
+    wgmma_wait<0>();
+    reg_fence(s);
+    reg_fence(o);
+    stamp(0, it / 2, 6);
+}
+
+// Warpgroup 1's share: O_R x scale0 + P_A V_A,R, then B's softmax (against A's maxima) while that
+// product runs, O_R x scale1 + P_B V_B,R, P_B out, the scores of the next B. s holds B's scores
+// on entry (if there is a B) and the next B's on exit.
+__device__ __forceinline__ void wg1_pair(Smem& sm, const Ctx& c, int it, float (&o)[128], float (&s)[32],
+                                         float (&lsum)[2], const QRegs& qr) {
+    const int ka = c.k0 + it, kb = ka + 1;
+    const int ta = c.start + it * T, tb = ta + T;
+    const bool has_b = it + 1 < c.n, next_b = it + 3 < c.n;
+    if (has_b) release(sm, kb, 0);   // B's first half: read by its scores (done); WG0 frees it after P_B V_B,L
+
+    stamp(1, it / 2, 0);
+    bar_sync(BAR_SCALE0, CONSUMERS);
+    release(sm, ka, 0);   // never read here; A has landed (WG0 scored it), so this is its phase
+    stamp(1, it / 2, 1);
+    float sc0[2], m_a[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        sc0[h] = sm.scale0[c.row[h]];
+        m_a[h] = sm.row_max[c.row[h]];
+        lsum[h] *= sc0[h];
+    }
+    scale_o(o, sc0);   // O_R relative to A's maxima, as P_A is
+    // The softmax works on a copy of the scores: s is a wgmma accumulator, and ptxas serialises
+    // every wgmma of the kernel (C7515) if s is rewritten while a product is in flight.
+    float t[32];
+#pragma unroll
+    for (int i = 0; i < 32; ++i) t[i] = s[i];
+    reg_fence(t);
+    bar_sync(BAR_P_A, CONSUMERS);
+    stamp(1, it / 2, 2);
+    zero_v_tail(sm.k[buf_of(ka)], 1, c.load_end - ta, 1);
+    pv_smem<1>(o, p_of(sm, buf_of(ka)), sm.k[buf_of(ka)]);   // O_R += P_A V_A,R
+    stamp(1, it / 2, 3);
+
+    // B's softmax while the products run.
+    u32 pb[4][4] = {};
+    float sc1[2] = {1.f, 1.f};
+    if (has_b) {
+        float m_new[2], base[2];
+        mask_and_max(t, m_new, m_a, tb, c);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            base[h] = m_new[h] == -inf_f() ? 0.f : m_new[h];
+            sc1[h] = fast_exp2(m_a[h] - base[h]);
+            lsum[h] *= sc1[h];
+        }
+        __syncwarp();   // the quad has read row_max before its first thread rewrites it
+        if (c.tq == 0) {
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                sm.row_max[c.row[h]] = m_new[h];
+                sm.scale1[c.row[h]] = sc1[h];
+            }
+        }
+        exp_rows(t, base, lsum);
+        pack_p(t, pb);
+    }
+    wgmma_wait<0>();
+    reg_fence(o);
+    release(sm, ka, 1);
+    stamp(1, it / 2, 4);
+
+    if (has_b) {   // O_R = O_R x scale1 + P_B V_B,R, issued before P_B goes out
+        scale_o(o, sc1);
+        zero_v_tail(sm.k[buf_of(kb)], 1, c.load_end - tb, 1);
+        pv_regs<1>(o, pb, sm.k[buf_of(kb)]);
+        stamp(1, it / 2, 12);
+        store_p(p_of(sm, buf_of(kb)), pb, c);
+        fence_proxy_async();
+        bar_arrive(BAR_P_B, CONSUMERS);
+        stamp(1, it / 2, 5);
+    }
+    wgmma_wait<0>();   // unconditionally (see the end of wg0_pair)
+    reg_fence(o);
+#pragma unroll
+    for (int kt = 0; kt < 4; ++kt) reg_fence(pb[kt]);
+    if (has_b) release(sm, kb, 1);
+
+    if (next_b) {
+        bar_sync(BAR_S_ISSUED, CONSUMERS);   // A's scores first: WG0's softmax waits for them
+        scores(sm, s, kb + 2, qr, 1, it / 2);
+    }
+    stamp(1, it / 2, 6);
+    wgmma_wait<0>();
+    reg_fence(s);
+    stamp(1, it / 2, 7);
+}
+
+}  // namespace
+
+extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_seesaw64(const __grid_constant__ DecodeParams p) {
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    Smem& sm = smem_window<Smem>(smem_raw, p.k_box_rows != T || p.k_map_rank != 5 || p.k_box_slices != 1);
+
+    launch_dependents();
+    const int m0 = blockIdx.x * BLOCK_M;
+    const int g = blockIdx.y;
+    const int* sched = p.sched + blockIdx.z * 8;
+
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < NBUF; ++i) {
+            for (int h = 0; h < 2; ++h) mbar_init(&sm.empty[i][h], CONSUMER_WARPS);
+            for (int f = 0; f < FULLS; ++f) mbar_init(&sm.full[i][f], 1);
+        }
+        mbar_init_fence();
+    }
+    __syncthreads();   // barriers initialised for everyone, the producer included
+    // Registers: the producer gives most of its share to the consumers (o alone is 128 a thread).
+    if (threadIdx.x >= CONSUMERS) {
+        setmaxnreg_dec<24>();
+        if (threadIdx.x == CONSUMERS) produce(p, sm, sched, g, m0);
+        return;
+    }
+    setmaxnreg_inc<240>();
+
+    // The warpgroup index, provably uniform for ptxas (a shuffle result): otherwise it treats the
+    // warpgroup branches as divergent and serialises their wgmmas.
+    const int wg = __shfl_sync(0xffffffffu, threadIdx.x / 128, 0);
+    const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+    const int gq = lane / 4;
+    Ctx c;
+    c.tq = lane % 4;
+    c.row[0] = 16 * warp + gq;
+    c.row[1] = c.row[0] + 8;
+    c.scale_log2 = p.scale_log2;
+    c.k0 = 0;
+
+    for (int b = sched[0]; b <= sched[2]; ++b) {
+        const Piece pc = piece_of(p, sched, b);
+        c.start = pc.start;
+        c.n = tiles_of(p, pc, m0, BLOCK_M, T);
+        c.load_end = load_end_of(p, pc);
+        for (int h = 0; h < 2; ++h) c.limit[h] = key_limit(p, pc, m0 + c.row[h]);
+
+        bar_sync(BAR_CONSUMERS, CONSUMERS);   // the previous sequence is done with q, row_max, p
+        if (threadIdx.x < BLOCK_M) sm.row_max[threadIdx.x] = -inf_f();
+        if (c.n > 0) load_q<CONSUMERS, BLOCK_M>(p, sm.q, b, g, m0);
+        cp_async_commit();
+        cp_async_wait<0>();
+        fence_proxy_async();
+        bar_sync(BAR_CONSUMERS, CONSUMERS);   // q and row_max are in place for everyone
+        QRegs qr;
+        load_q_regs(sm, qr, c.row, c.tq);
+
+        float o[128];
+#pragma unroll
+        for (int i = 0; i < 128; ++i) o[i] = 0.f;
+        float lsum[2] = {0.f, 0.f};
+        float s[32];
+        // WG0 starts on tile 0, WG1 on tile 1 (queued behind WG0's, as in the pairs).
+        if (wg == 1 && c.n > 1) bar_sync(BAR_S_ISSUED, CONSUMERS);
+        if (wg == 0 && c.n > 0) scores(sm, s, c.k0, qr, 0, -1);
+        if (wg == 1 && c.n > 1) scores(sm, s, c.k0 + 1, qr, 1, -1);
+        if (wg == 0 && c.n > 1) bar_arrive(BAR_S_ISSUED, CONSUMERS);
+        wgmma_wait<0>();
+        reg_fence(s);
+        // One loop per warpgroup (a shared loop body makes ptxas move o's registers every pair).
+        if (wg == 0) {
+            float m_run[2] = {-inf_f(), -inf_f()};
+            for (int it = 0; it < c.n; it += 2) wg0_pair(sm, c, it, o, s, lsum, qr, m_run);
+        } else {
+            for (int it = 0; it < c.n; it += 2) wg1_pair(sm, c, it, o, s, lsum, qr);
+        }
+        c.k0 += c.n;
+
+        // Epilogue: both halves are relative to the final maxima; add up the row sums.
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            float l = lsum[h];
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+            if (c.tq == 0) sm.row_sum[wg][c.row[h]] = l;
+        }
+        bar_sync(BAR_CONSUMERS, CONSUMERS);
+        const bool whole = pc.pieces <= 1;
+        const int slot = whole ? 0 : accum_slot(p.num_splits, b, pc.split);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const float l = sm.row_sum[0][c.row[h]] + sm.row_sum[1][c.row[h]];
+            const int row = m0 + c.row[h];
+            if (row >= p.rows) continue;
+            float inv, lse;
+            finish_row(sm.row_max[c.row[h]], l, whole, inv, lse);
+            const RowOut d = row_out(p, b, g, row, whole, slot, 256 * wg + 2 * c.tq);
+#pragma unroll
+            for (int j = 0; j < 32; ++j) store_pair(d, j, o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
+            if (wg == 0 && c.tq == 0) *d.lse = lse;
+        }
+    }
+}

@@ -20,8 +20,10 @@
 // MLA_WG1_A_FIRST order), so A's second half frees half a pair earlier than in the other order,
 // and its softmax overlaps 1024 clocks of products.
 //
-//   WG0: softmax A | O_L = O_L x scale0 + P_A V_A,L, P_A out | (P_B) O_L x scale1 + P_B V_B,L
-//        | S_A' = Q K_A'^T
+//   WG0: softmax A | O_L = O_L x scale0 + P_A V_A,L, P_A out | (P_B) O_L x scale1 + P_B V_B,L,
+//        B released | S_A' = Q K_A'^T (B is released before these scores, which wait for A' to
+//        land, and B' must not wait for that: 3-7% faster on the causal, 16K and b8 rows, level
+//        on 4K/8K; bench/NOTES.md, session 8)
 //   WG1: (A's maxima) O_R x scale0, (P_A) O_R += P_A V_A,R | softmax B | O_R x scale1 +
 //        P_B V_B,R, P_B out | S_B' (queued behind S_A')
 //

@@ -8,9 +8,10 @@ the key, the ``-arch`` is ours alone, and ``python -m cupymla compile`` can buil
 every variant on a machine without a GPU.
 
 The kernel for your GPU:
-* ``cuda_src/decode_sm90_seesaw64.cu``: Hopper (compute capability 9.0), more than 32 query rows
+* ``cuda_src/decode_sm90_seesaw64.cu``: Hopper (compute capability 9.0), more than 64 query rows
   per kv head, pages of 64 tokens or more.
-* ``cuda_src/decode_sm90_seesaw.cu``: the same on pages of 32 (or CUPYMLA_SM90_SEESAW64=0).
+* ``cuda_src/decode_sm90_seesaw.cu``: Hopper, 33 to 64 rows, or pages of 32 (or
+  CUPYMLA_SM90_SEESAW64=0).
 * ``cuda_src/decode_sm90.cu``: Hopper, more than 32 query rows per kv head, pages of 16 (or
   CUPYMLA_SM90_SEESAW=0).
 * ``cuda_src/decode_sm90_narrow.cu``: Hopper, at most 32 query rows per kv head (h_q / h_kv <= 32).
@@ -172,8 +173,9 @@ def decode_config(rows: int, cc: tuple[int, int], head_dim: int = 576, path: str
     """The kernel and tile shape for `rows` query rows per kv head on a GPU of compute capability `cc`.
 
     Hopper (cc 9.0) takes a wgmma kernel: the narrow one for at most 32 rows (unless the
-    environment sets CUPYMLA_SM90_NARROW=0, to compare), else the 64-token seesaw (the API takes
-    the 32-token one for pages of 32, and decode_sm90.cu for pages of 16; to compare,
+    environment sets CUPYMLA_SM90_NARROW=0, to compare), the 32-token seesaw for 33 to 64 rows,
+    else the 64-token seesaw (the API takes the 32-token one for pages of 32, and decode_sm90.cu
+    for pages of 16 with either; to compare,
     CUPYMLA_SM90_SEESAW64=0 takes the 32-token seesaw and CUPYMLA_SM90_SEESAW=0 decode_sm90.cu
     for every page size). Elsewhere, few
     rows (small h_q per kv head, the memory-bound case) get a short m tile so the tensor cores
@@ -188,7 +190,10 @@ def decode_config(rows: int, cc: tuple[int, int], head_dim: int = 576, path: str
         if rows <= 32 and os.environ.get("CUPYMLA_SM90_NARROW", "1") != "0":
             return DecodeConfig(16 if rows <= 16 else 32, 1, 64, 2, head_dim, "sm90")
         if os.environ.get("CUPYMLA_SM90_SEESAW", "1") != "0":
-            if os.environ.get("CUPYMLA_SM90_SEESAW64", "1") != "0":
+            # One m tile (rows <= 64: s_q 4 h_q 16, h_q 64) stays on the 32-token seesaw, whose
+            # first q comes in one bulk copy: the 64-token one ran b4 s_q4 h16 at 43.7 us against
+            # 39.6 and b128 s_q4 h16 8K at 339.2 against 335.3 (H200, bench/NOTES.md, session 8).
+            if rows > 64 and os.environ.get("CUPYMLA_SM90_SEESAW64", "1") != "0":
                 return DecodeConfig(64, 2, 64, 2, head_dim, "sm90", "seesaw64")
             return DecodeConfig(64, 2, 32, 4, head_dim, "sm90")
         return DecodeConfig(64, 2, 64, 2, head_dim, "sm90")
@@ -210,7 +215,7 @@ def all_decode_configs(cc: tuple[int, int]) -> list[DecodeConfig]:
     paths = ["sm80", "sm90"] if tuple(cc) == SM90 else ["sm80"]
     for path in paths:
         for head_dim in (576, 512):
-            for rows in (16, 32, 64):
+            for rows in (16, 32, 64, 128):
                 cfg = decode_config(rows, cc, head_dim, path)
                 if cfg not in out:
                     out.append(cfg)

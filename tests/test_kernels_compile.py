@@ -143,14 +143,17 @@ def test_decode_config(cc, rows):
     want_m = 16 if rows <= 16 else 32 if rows <= 32 else 64
     for head_dim in (576, 512):
         auto = decode_config(rows, cc, head_dim)
-        if cc == (9, 0):   # Hopper: the narrow wgmma kernel for <= 32 rows, else the 64-token seesaw
+        if cc == (9, 0):   # Hopper: the narrow wgmma kernel for <= 32 rows, else a seesaw
             if rows <= 32:
                 assert (auto.path, auto.block_m, auto.block_n, auto.threads) == ("sm90", want_m, 64, 128)
                 assert auto.file == "decode_sm90_narrow.cu"
                 assert auto.defines() == {"MLA_HEAD_DIM": head_dim, "MLA_BLOCK_M": want_m}
             else:
-                assert (auto.path, auto.block_m, auto.block_n, auto.stages, auto.threads) == ("sm90", 64, 64, 2, 384)
-                assert auto.file == "decode_sm90_seesaw64.cu" and auto.defines() == {"MLA_HEAD_DIM": head_dim}
+                big = rows > 64   # the 64-token seesaw; one m tile takes the 32-token one
+                assert (auto.path, auto.block_m, auto.block_n, auto.stages, auto.threads) == \
+                    ("sm90", 64, 64 if big else 32, 2 if big else 4, 384)
+                assert auto.file == ("decode_sm90_seesaw64.cu" if big else "decode_sm90_seesaw.cu")
+                assert auto.defines() == {"MLA_HEAD_DIM": head_dim}
             assert auto.smem_bytes <= smem_optin(cc), (auto, smem_optin(cc))
             assert auto in kernels.all_decode_configs(cc)
             assert ctas_per_sm(auto, smem_optin(cc) + 1024, 255) >= 1
@@ -347,7 +350,7 @@ def test_header_error_names_the_header(cache, src_copy):
 
 
 @pytest.mark.parametrize("rows,page_size,want", [(128, 64, "decode_sm90_seesaw64.cu"), (128, 128, "decode_sm90_seesaw64.cu"),
-                                                 (64, 32, "decode_sm90_seesaw.cu"),
+                                                 (64, 64, "decode_sm90_seesaw.cu"), (64, 32, "decode_sm90_seesaw.cu"),
                                                  (128, 16, "decode_sm90.cu"), (128, 1, "decode_sm80.cu"),
                                                  (16, 64, "decode_sm90_narrow.cu"), (32, 16, "decode_sm90_narrow.cu"),
                                                  (16, 32, "decode_sm90_narrow.cu"), (32, 32, "decode_sm90_seesaw.cu"),

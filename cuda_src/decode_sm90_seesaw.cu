@@ -42,6 +42,7 @@
 #include "common/epilogue.cuh"
 #include "common/piece.cuh"
 #include "common/kv_tiles.cuh"
+#include "common/seesaw.cuh"
 
 // Tuning knobs (bench/NOTES.md, v11, has what each measured; CUPYMLA_DEFINES sets them):
 // MLA_Q_REGS: the first k steps of the scores take q from registers (4 a step) instead of shared
@@ -71,10 +72,7 @@
 #ifndef MLA_Q_BULK
 #define MLA_Q_BULK 1
 #endif
-// MLA_MAX_SLACK: see next_max().
-#ifndef MLA_MAX_SLACK
-#define MLA_MAX_SLACK 8.0f
-#endif
+// MLA_MAX_SLACK: see next_max() in common/seesaw.cuh.
 
 namespace {
 
@@ -200,15 +198,6 @@ __device__ __forceinline__ void load_q_bulk(const DecodeParams& p, Smem& sm, int
     }
 }
 
-// What a warpgroup needs of the current sequence piece and of its thread.
-struct Ctx {
-    int start, n, load_end, k0;   // first token, tiles, load end, global index of tile 0
-    int tq;                       // thread in its quad
-    int row[2];                   // this thread's two rows of the m tile
-    int limit[2];                 // their first invisible token
-    float scale_log2;
-};
-
 __device__ __forceinline__ int buf_of(int k) { return k % NBUF; }
 __device__ __forceinline__ u32 parity_of(int k) { return (k / NBUF) & 1; }
 
@@ -241,47 +230,6 @@ __device__ __forceinline__ void scores(Smem& sm, float (&s)[16], int k, const QR
         else wgmma_m64n32k16_ss<0, 0>(s, desc_q + q_off, desc_k + k_off, kk > 0);
     }
     wgmma_commit();
-}
-
-// The running maximum a row's probabilities are taken against, after a tile whose maximum is mx
-// (log2 domain). It moves only when the tile's maximum exceeds it by more than MLA_MAX_SLACK:
-// probabilities then stay below 2^slack (bf16/fp16 and the fp32 sums hold that easily), and most
-// tiles rescale nothing, so scale_o's 128 multiplies a thread are skipped (with slack 0, the
-// random benchmark data moved some row of a warp on about half of the tiles).
-__device__ __forceinline__ float next_max(float m_old, float mx) {
-    return mx > m_old + MLA_MAX_SLACK ? mx : m_old;
-}
-
-// Mask a tile's scores (tokens t0 .. t0 + 31) and scale them to the log2 domain; return the
-// running maxima of this thread's two rows after the tile (next_max; the 4 threads of a quad
-// share a row and agree on it). Most tiles move no maximum of a warp: a vote finds out, and
-// the shuffles for the quads' maxima run only when one might (they queue behind the other
-// warpgroup's scores for the shared-memory pipe: ~500 clocks, measured with MLA_TRACE).
-__device__ __forceinline__ void mask_and_max(float (&s)[16], float (&m_new)[2], const float (&m_old)[2], int t0,
-                                             const Ctx& c) {
-    float mx[2];
-    mask_scores(s, mx, t0, c.tq, c.limit, c.scale_log2);
-    m_new[0] = m_old[0];
-    m_new[1] = m_old[1];
-    if (__any_sync(0xffffffffu, mx[0] > m_old[0] + MLA_MAX_SLACK || mx[1] > m_old[1] + MLA_MAX_SLACK)) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-            m_new[h] = next_max(m_old[h], mx[h]);
-        }
-    }
-}
-
-
-// s = exp2(s - base) per row, added to the row sums.
-__device__ __forceinline__ void exp_rows(float (&s)[16], const float (&base)[2], float (&sum)[2]) {
-#pragma unroll
-    for (int i = 0; i < 16; ++i) {
-        const int h = (i / 2) % 2;
-        s[i] = fast_exp2(s[i] - base[h]);
-        sum[h] += s[i];
-    }
 }
 
 // P (accumulator layout, rows times f) as the A operand of the two 16-token k steps of the tile:
@@ -323,21 +271,6 @@ __device__ __forceinline__ void scale_p(elem_t* sp, const float (&f)[2], const C
             unpack2(v, lo, hi);
             v = pack2(lo * f[i % 2], hi * f[i % 2]);
         }
-}
-
-// Rows [valid, 32) of one 256-column half of a tile were not loaded or hold the garbage tail of
-// the last page (maybe NaN, and 0 * NaN would reach O): zero them before this warpgroup's
-// product. Called only after the tile's scores are done (they mask those rows anyway).
-__device__ __forceinline__ void zero_v_tail(elem_t* sk, int half, int valid, int wg) {
-    if (valid >= T) return;
-    valid = max(valid, 0);
-    const uint4 z = make_uint4(0, 0, 0, 0);
-    for (int c = threadIdx.x % 128; c < (T - valid) * 32; c += 128) {
-        const int r = valid + c / 32, col = 256 * half + (c % 32) * 8;
-        *reinterpret_cast<uint4*>(sk + swz(T, r, col)) = z;
-    }
-    fence_proxy_async();
-    bar_sync(BAR_WG + wg, 128);
 }
 
 // O (+)= P V over one 256-column half of the tile's V, P from registers or from shared memory
@@ -407,7 +340,7 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
 
     // O_L = O_L x scale0 + P_A V_A,L, issued first: the tensor cores idle until it comes.
     scale_o(o, sc0);
-    zero_v_tail(sm.k[buf_of(ka)], 0, c.load_end - ta, 0);
+    zero_v_tail<T>(sm.k[buf_of(ka)], 0, c.load_end - ta, BAR_WG);
     pv_regs<0>(o, pa, sm.k[buf_of(ka)]);
     stamp(0, it / 2, 2);
     // P_A for WG1, relative to A's maxima (WG1 folds B's into its own output).
@@ -440,7 +373,7 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
         scale_o(o, sc1);
 #pragma unroll
         for (int h = 0; h < 2; ++h) lsum[h] *= sc1[h];
-        zero_v_tail(sm.k[buf_of(kb)], 0, c.load_end - tb, 0);
+        zero_v_tail<T>(sm.k[buf_of(kb)], 0, c.load_end - tb, BAR_WG);
     }
     if (next_a) scores(sm, s, ka + 2, qr, 0, it / 2);
     if (MLA_S_ORDER && it + 3 < c.n) bar_arrive(BAR_S_ISSUED, CONSUMERS);
@@ -460,7 +393,7 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
         scale_o(o, sc1);
 #pragma unroll
         for (int h = 0; h < 2; ++h) lsum[h] *= sc1[h];
-        zero_v_tail(sm.k[buf_of(kb)], 0, c.load_end - tb, 0);
+        zero_v_tail<T>(sm.k[buf_of(kb)], 0, c.load_end - tb, BAR_WG);
         pv_smem<0>(o, p_of(sm, buf_of(kb)), sm.k[buf_of(kb)]);
         stamp(0, it / 2, 6);
     }
@@ -523,7 +456,7 @@ __device__ __forceinline__ void wg1_pair(Smem& sm, const Ctx& c, int it, float (
         // then; P_A V_A,R, relative to A's maxima, gets scale1 on P_A below (rarely not 1).
         const float f[2] = {sc0[0] * sc1[0], sc0[1] * sc1[1]};
         scale_o(o, f);
-        zero_v_tail(sm.k[buf_of(kb)], 1, c.load_end - tb, 1);
+        zero_v_tail<T>(sm.k[buf_of(kb)], 1, c.load_end - tb, BAR_WG + 1);
         pv_regs<1>(o, pb, sm.k[buf_of(kb)]);
         stamp(1, it / 2, 2);
         // P_A is in before P_B goes out: WG0 posts its next P_A only after seeing P_B, so it
@@ -549,7 +482,7 @@ __device__ __forceinline__ void wg1_pair(Smem& sm, const Ctx& c, int it, float (
     stamp(1, it / 2, 3);
 
     // O_R += P_A V_A,R
-    zero_v_tail(sm.k[buf_of(ka)], 1, c.load_end - ta, 1);
+    zero_v_tail<T>(sm.k[buf_of(ka)], 1, c.load_end - ta, BAR_WG + 1);
     pv_smem<1>(o, p_of(sm, buf_of(ka)), sm.k[buf_of(ka)]);
     stamp(1, it / 2, 4);
     wgmma_wait<0>();
@@ -669,30 +602,9 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_seesaw(
         c.k0 += c.n;
         seq_stamp(seq, 5);
 
-        // Epilogue: both halves are relative to the final maxima; add up the row sums.
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            float l = lsum[h];
-            l += __shfl_xor_sync(0xffffffffu, l, 1);
-            l += __shfl_xor_sync(0xffffffffu, l, 2);
-            if (c.tq == 0) sm.row_sum[wg][c.row[h]] = l;
-        }
-        bar_sync(BAR_CONSUMERS, CONSUMERS);
+        add_row_sums(sm.row_sum, c, lsum, wg, BAR_CONSUMERS, CONSUMERS);
         seq_stamp(seq, 6);
-        const bool whole = pc.pieces <= 1;
-        const int slot = whole ? 0 : accum_slot(p.num_splits, b, pc.split);
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            const float l = sm.row_sum[0][c.row[h]] + sm.row_sum[1][c.row[h]];
-            const int row = m0 + c.row[h];
-            if (row >= p.rows) continue;
-            float inv, lse;
-            finish_row(sm.row_max[c.row[h]], l, whole, inv, lse);
-            const RowOut d = row_out(p, b, g, row, whole, slot, 256 * wg + 2 * c.tq);
-#pragma unroll
-            for (int j = 0; j < 32; ++j) store_pair(d, j, o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
-            if (wg == 0 && c.tq == 0) *d.lse = lse;
-        }
+        store_rows(p, sm.row_sum, sm.row_max, c, o, pc, b, g, m0, wg);
         seq_stamp(seq, 7);
     }
 }

@@ -41,6 +41,7 @@
 #include "common/epilogue.cuh"
 #include "common/piece.cuh"
 #include "common/kv_tiles.cuh"
+#include "common/seesaw.cuh"
 
 // MLA_Q_REGS: the first k steps of the scores take q from registers (4 a step).
 #ifndef MLA_Q_REGS
@@ -60,10 +61,7 @@
 #ifndef MLA_SLICE_BARRIERS
 #define MLA_SLICE_BARRIERS 0
 #endif
-// MLA_MAX_SLACK: see next_max().
-#ifndef MLA_MAX_SLACK
-#define MLA_MAX_SLACK 8.0f
-#endif
+// MLA_MAX_SLACK: see next_max() in common/seesaw.cuh.
 
 namespace {
 
@@ -158,15 +156,6 @@ __device__ __forceinline__ void produce(const DecodeParams& p, Smem& sm, const i
     }
 }
 
-// What a warpgroup needs of the current sequence piece and of its thread.
-struct Ctx {
-    int start, n, load_end, k0;   // first token, tiles, load end, global index of tile 0
-    int tq;                       // thread in its quad
-    int row[2];                   // this thread's two rows of the m tile
-    int limit[2];                 // their first invisible token
-    float scale_log2;
-};
-
 struct QRegs {
     u32 a[Q_REGS > 0 ? Q_REGS : 1][4];
 };
@@ -204,40 +193,6 @@ __device__ __forceinline__ void scores(Smem& sm, float (&s)[32], int k, const QR
     wgmma_commit();
 }
 
-// The running maximum a row's probabilities are taken against, after a tile whose maximum is mx
-// (log2 domain): it moves only past a slack (decode_sm90_seesaw.cu's next_max says why).
-__device__ __forceinline__ float next_max(float m_old, float mx) {
-    return mx > m_old + MLA_MAX_SLACK ? mx : m_old;
-}
-
-// Mask a tile's scores (tokens t0 .. t0 + 63), scale them to the log2 domain and return the
-// running maxima of this thread's two rows after the tile (the quad agrees on them).
-__device__ __forceinline__ void mask_and_max(float (&s)[32], float (&m_new)[2], const float (&m_old)[2], int t0,
-                                             const Ctx& c) {
-    float mx[2];
-    mask_scores(s, mx, t0, c.tq, c.limit, c.scale_log2);
-    m_new[0] = m_old[0];
-    m_new[1] = m_old[1];
-    if (__any_sync(0xffffffffu, mx[0] > m_old[0] + MLA_MAX_SLACK || mx[1] > m_old[1] + MLA_MAX_SLACK)) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-            m_new[h] = next_max(m_old[h], mx[h]);
-        }
-    }
-}
-
-// s = exp2(s - base) per row, added to the row sums.
-__device__ __forceinline__ void exp_rows(float (&s)[32], const float (&base)[2], float (&sum)[2]) {
-#pragma unroll
-    for (int i = 0; i < 32; ++i) {
-        const int h = (i / 2) % 2;
-        s[i] = fast_exp2(s[i] - base[h]);
-        sum[h] += s[i];
-    }
-}
-
 // P (accumulator layout) as the A operand of the tile's four 16-token k steps.
 __device__ __forceinline__ void pack_p(const float (&s)[32], u32 (&a)[4][4]) {
 #pragma unroll
@@ -257,21 +212,6 @@ __device__ __forceinline__ void store_p(elem_t* sp, const u32 (&a)[4][4], const 
 #pragma unroll
         for (int i = 0; i < 4; ++i)
             *reinterpret_cast<u32*>(sp + swz(64, c.row[i % 2], 16 * kt + 8 * (i / 2) + 2 * c.tq)) = a[kt][i];
-}
-
-// Rows [valid, 64) of one 256-column half of a tile were not loaded or hold the garbage tail of
-// the last page (maybe NaN, and 0 * NaN would reach O): zero them before this warpgroup's
-// product. Called only after the tile's scores are done (they mask those rows anyway).
-__device__ __forceinline__ void zero_v_tail(elem_t* sk, int half, int valid, int wg) {
-    if (valid >= T) return;
-    valid = max(valid, 0);
-    const uint4 z = make_uint4(0, 0, 0, 0);
-    for (int c = threadIdx.x % 128; c < (T - valid) * 32; c += 128) {
-        const int r = valid + c / 32, col = 256 * half + (c % 32) * 8;
-        *reinterpret_cast<uint4*>(sk + swz(T, r, col)) = z;
-    }
-    fence_proxy_async();
-    bar_sync(BAR_WG + wg, 128);
 }
 
 // O (+)= P V over one 256-column half of the tile's V, P from registers or from shared memory.
@@ -331,7 +271,7 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
 
     // O_L = O_L x scale0 + P_A V_A,L, issued first: the tensor cores idle until it comes.
     scale_o(o, sc0);
-    zero_v_tail(sm.k[buf_of(ka)], 0, c.load_end - ta, 0);
+    zero_v_tail<T>(sm.k[buf_of(ka)], 0, c.load_end - ta, BAR_WG);
     pv_regs<0>(o, pa, sm.k[buf_of(ka)]);
     stamp(0, it / 2, 1);
     store_p(p_of(sm, buf_of(ka)), pa, c);
@@ -359,7 +299,7 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
             lsum[h] *= sc1[h];
         }
         scale_o(o, sc1);
-        zero_v_tail(sm.k[buf_of(kb)], 0, c.load_end - tb, 0);
+        zero_v_tail<T>(sm.k[buf_of(kb)], 0, c.load_end - tb, BAR_WG);
         pv_smem<0>(o, p_of(sm, buf_of(kb)), sm.k[buf_of(kb)]);
         stamp(0, it / 2, 12);
     }
@@ -413,7 +353,7 @@ __device__ __forceinline__ void wg1_pair(Smem& sm, const Ctx& c, int it, float (
     reg_fence(t);
     bar_sync(BAR_P_A, CONSUMERS);
     stamp(1, it / 2, 2);
-    zero_v_tail(sm.k[buf_of(ka)], 1, c.load_end - ta, 1);
+    zero_v_tail<T>(sm.k[buf_of(ka)], 1, c.load_end - ta, BAR_WG + 1);
     pv_smem<1>(o, p_of(sm, buf_of(ka)), sm.k[buf_of(ka)]);   // O_R += P_A V_A,R
     stamp(1, it / 2, 3);
 
@@ -447,7 +387,7 @@ __device__ __forceinline__ void wg1_pair(Smem& sm, const Ctx& c, int it, float (
 
     if (has_b) {   // O_R = O_R x scale1 + P_B V_B,R, issued before P_B goes out
         scale_o(o, sc1);
-        zero_v_tail(sm.k[buf_of(kb)], 1, c.load_end - tb, 1);
+        zero_v_tail<T>(sm.k[buf_of(kb)], 1, c.load_end - tb, BAR_WG + 1);
         pv_regs<1>(o, pb, sm.k[buf_of(kb)]);
         stamp(1, it / 2, 12);
         store_p(p_of(sm, buf_of(kb)), pb, c);
@@ -548,28 +488,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_seesaw6
         }
         c.k0 += c.n;
 
-        // Epilogue: both halves are relative to the final maxima; add up the row sums.
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            float l = lsum[h];
-            l += __shfl_xor_sync(0xffffffffu, l, 1);
-            l += __shfl_xor_sync(0xffffffffu, l, 2);
-            if (c.tq == 0) sm.row_sum[wg][c.row[h]] = l;
-        }
-        bar_sync(BAR_CONSUMERS, CONSUMERS);
-        const bool whole = pc.pieces <= 1;
-        const int slot = whole ? 0 : accum_slot(p.num_splits, b, pc.split);
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            const float l = sm.row_sum[0][c.row[h]] + sm.row_sum[1][c.row[h]];
-            const int row = m0 + c.row[h];
-            if (row >= p.rows) continue;
-            float inv, lse;
-            finish_row(sm.row_max[c.row[h]], l, whole, inv, lse);
-            const RowOut d = row_out(p, b, g, row, whole, slot, 256 * wg + 2 * c.tq);
-#pragma unroll
-            for (int j = 0; j < 32; ++j) store_pair(d, j, o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
-            if (wg == 0 && c.tq == 0) *d.lse = lse;
-        }
+        add_row_sums(sm.row_sum, c, lsum, wg, BAR_CONSUMERS, CONSUMERS);
+        store_rows(p, sm.row_sum, sm.row_max, c, o, pc, b, g, m0, wg);
     }
 }

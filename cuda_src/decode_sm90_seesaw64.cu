@@ -311,7 +311,7 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
         release(sm, kb, 1);
     }
     stamp(0, it / 2, 7);
-    // The scores of the next A while P_B V_B,L runs.
+    // (Kept apart from the branch above: merged into it, ptxas schedules the loop differently.)
     if (next_a) scores(sm, s, ka + 2, qr, 0, it / 2);
     if (it + 3 < c.n) bar_arrive(BAR_S_ISSUED, CONSUMERS);   // WG1 has a next B
     stamp(0, it / 2, 5);

@@ -328,7 +328,7 @@ class _DecodePlan:
         # kernel, which hides the combine's launch (programmatic dependent launch, launch.py).
         hopper = kernels.device_info(shape.device)["cc"] >= (9, 0)
         self.combine = launch.Launcher(combine, *combine_grid, 0, self.combine_params, overlap_previous=hopper,
-                                       field_names=_COMBINE_FIELDS)
+                                       field_names=_COMBINE_FIELDS, device_id=shape.device)
         self.out_shape = (shape.batch, shape.s_q, shape.h_q, HEAD_DIM_V)
         self.lse_shape = (shape.batch, shape.h_q, shape.s_q)
         self.out_strides = (shape.s_q * shape.h_q * HEAD_DIM_V, shape.h_q * HEAD_DIM_V, HEAD_DIM_V)   # a new out
@@ -359,7 +359,7 @@ class _DecodePlan:
         fn = kernels.get_function(self.shape.device, cfg.file, defines, cfg.smem_bytes)
         grid = (-(-self.shape.rows // cfg.block_m), self.shape.h_kv, self.num_parts)
         return launch.Launcher(fn, grid, (cfg.threads,), cfg.smem_bytes, self.decode_params,
-                               field_names=_DECODE_FIELDS)
+                               field_names=_DECODE_FIELDS, device_id=self.shape.device)
 
     def portable(self):
         """The portable kernel's launcher for this layout, for when the Hopper kernel cannot run.

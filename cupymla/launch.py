@@ -95,6 +95,18 @@ class _LaunchConfig(ctypes.Structure):      # CUlaunchConfig
                 ("attrs", ctypes.POINTER(_LaunchAttribute)), ("numAttrs", ctypes.c_uint)]
 
 
+def _function_handle(kernel, device_id):
+    """The driver's handle of a CuPy kernel on `device_id` (None: the current device). CuPy loads
+    a module once per device and answers for the device current when asked; another device's
+    handle fails to launch there (CUDA error 400, invalid handle: arrays on GPU 1 while GPU 0 was
+    current, found on two H200s)."""
+    if device_id is None:
+        return kernel.kernel.ptr
+    from . import arrays
+    with arrays.cupy_module().cuda.Device(device_id):
+        return kernel.kernel.ptr
+
+
 class Launcher:
     """One kernel of a decode plan with its grid, block and parameter struct: ``launcher(stream,
     pointers, **changed)`` (or ``launcher.run(stream, pointers, fields)``, the API's leaner form)
@@ -103,7 +115,7 @@ class Launcher:
     foreign call per launch. A lock guards the buffer: threads may share a plan."""
 
     def __init__(self, kernel, grid, block, shared_mem: int, prepacked, overlap_previous: bool = False,
-                 field_names: tuple = ()):
+                 field_names: tuple = (), device_id: int | None = None):
         self.kernel, self.grid, self.block, self.shared_mem = kernel, tuple(grid), tuple(block), shared_mem
         self.prepacked = prepacked
         # run(): the fields after the pointers that a call may change, in the order it gives them.
@@ -113,9 +125,9 @@ class Launcher:
         self._args = (ctypes.c_void_p * 1)(ctypes.addressof(self.buf))
         gx, gy, gz = (self.grid + (1, 1))[:3]
         u = ctypes.c_uint
-        self._fixed = (ctypes.c_void_p(kernel.kernel.ptr), u(gx), u(gy), u(gz), u(self.block[0]), u(1), u(1),
-                       u(shared_mem))
-        self._cy_fixed = (kernel.kernel.ptr, gx, gy, gz, self.block[0], 1, 1, shared_mem)
+        func = _function_handle(kernel, device_id)
+        self._fixed = (ctypes.c_void_p(func), u(gx), u(gy), u(gz), u(self.block[0]), u(1), u(1), u(shared_mem))
+        self._cy_fixed = (func, gx, gy, gz, self.block[0], 1, 1, shared_mem)
         self._args_addr = ctypes.addressof(self._args)
         self._last = {}
         self._lock = threading.Lock()

@@ -130,3 +130,33 @@ def test_run_packs_fields_only_when_they_change_and_mixes_with_call(decode_launc
             launcher(0x6000 + i, ptrs, **{k: vals[k] for k in CHANGED})
         assert driver.calls[-1]["raw"] == params.pack(params.DECODE_PARAMS, **vals).tobytes(), f"call {i} ({how})"
         assert driver.calls[-1]["stream"] == 0x6000 + i
+
+
+def test_launcher_takes_the_handle_of_its_device(monkeypatch):
+    """CuPy answers a kernel's handle for the device current when asked; a Launcher for GPU 1
+    made while GPU 0 is current must still hand the driver GPU 1's handle."""
+    cupy = pytest.importorskip("cupy")
+    current = [0]
+
+    class FakeDevice:
+        def __init__(self, i):
+            self.i = i
+
+        def __enter__(self):
+            self.saved, current[0] = current[0], self.i
+
+        def __exit__(self, *exc):
+            current[0] = self.saved
+
+    class PerDeviceKernel:   # like CuPy's: the function loaded for the current device
+        @property
+        def kernel(self):
+            return SimpleNamespace(ptr=0x1000 + current[0])
+
+    monkeypatch.setattr(cupy.cuda, "Device", FakeDevice)
+    template = params.Prepacked(params.METADATA_PARAMS, 3, batch=1, num_parts=1)
+    for device in (1, 0):
+        launcher = launch.Launcher(PerDeviceKernel(), (1,), (32,), 0, template, device_id=device)
+        assert launcher._fixed[0].value == launcher._cy_fixed[0] == 0x1000 + device
+        assert current[0] == 0
+    assert launch.Launcher(PerDeviceKernel(), (1,), (32,), 0, template)._cy_fixed[0] == 0x1000

@@ -31,6 +31,13 @@
 // The tensor map: 5-D (k_map_rank 5), box of one 64-column slice of 64 rows (k_box_rows 64,
 // k_box_slices 1): nine copies a tile, four on half 0's `full` barrier and five on half 1's.
 //
+// q (MLA_Q_TMA, with q_map_rank 5): the producer copies each sequence's q with the copy engine,
+// one box a 64-column slice, as soon as every consumer warp has issued its last scores of the
+// previous sequence (`q_empty`), so the next q lands during the last products and the epilogue.
+// By cp.async (the fallback, for a q layout the host cannot map) the consumers wait ~10k clocks
+// for it at every sequence start, and its loads slow the epilogue's stores on the same path
+// (bench/NOTES.md, session 7, tables C-E).
+//
 // Compile-time configuration: MLA_FP16 (0 = bf16, 1 = fp16), MLA_HEAD_DIM (576 or 512).
 #ifndef MLA_HEAD_DIM
 #define MLA_HEAD_DIM 576
@@ -60,6 +67,10 @@
 // start on each slice as soon as it lands.
 #ifndef MLA_SLICE_BARRIERS
 #define MLA_SLICE_BARRIERS 0
+#endif
+// MLA_Q_TMA: q by the producer's copies when the host made a q map (0: always by cp.async).
+#ifndef MLA_Q_TMA
+#define MLA_Q_TMA 1
 #endif
 // MLA_MAX_SLACK: see next_max() in common/seesaw.cuh.
 
@@ -100,7 +111,12 @@ struct __align__(1024) Smem {
     float row_sum[2][BLOCK_M];
     unsigned long long full[NBUF][FULLS];    // the tile's half (or slice) has landed
     unsigned long long empty[NBUF][2];       // every consumer warp is done with it
+    unsigned long long q_full;               // MLA_Q_TMA: this sequence's q has landed
+    unsigned long long q_empty;              // MLA_Q_TMA: every consumer warp has issued its last scores
 };
+
+// q comes by the producer's copies (the same on every thread of the CTA).
+__device__ __forceinline__ bool q_by_tma(const DecodeParams& p) { return MLA_Q_TMA && p.q_map_rank == 5; }
 
 #if MLA_TRACE
 constexpr int TRACE_FIRST = 10;
@@ -124,12 +140,27 @@ __device__ __forceinline__ u32 parity_of(int k) { return (k / NBUF) & 1; }
 // warpgroups consume them, each half into its buffer as soon as the consumers released it.
 __device__ __forceinline__ void produce(const DecodeParams& p, Smem& sm, const int* sched, int g, int m0) {
     const int page_mask = (1 << p.page_shift) - 1;
+    const bool q_tma = q_by_tma(p);
     int k = 0;   // tiles issued so far
     for (int b = sched[0]; b <= sched[2]; ++b) {
         const Piece pc = piece_of(p, sched, b);
         const int n = tiles_of(p, pc, m0, BLOCK_M, T);
         const int load_end = load_end_of(p, pc);
         const int* bt = p.block_table + b * p.bt_stride_b;
+        if (q_tma) {   // q first: its scores come before any of its tiles' products
+            const int seq = b - sched[0];
+            if (seq > 0) mbar_wait(&sm.q_empty, (seq - 1) & 1);
+            if (n > 0) {
+                // The m tile's rows are heads [m0 % hpk, +64) of query position m0 / hpk, or
+                // (fewer heads a kv head than 64) every head of 64 / hpk positions from it.
+                mbar_arrive_expect_tx(&sm.q_full, BLOCK_M * D * 2);
+                for (int s = 0; s < SLICES; ++s)
+                    tma_load_5d(sm.q + s * Q_SLICE, &p.q_map, &sm.q_full, 64 * s, m0 % p.heads_per_kv, g,
+                                m0 / p.heads_per_kv, b, false);
+            } else {
+                mbar_arrive(&sm.q_full);   // nothing to score: the consumers only pass the phase
+            }
+        }
         for (int j = 0; j < n; ++j, ++k) {
             const int t0 = pc.start + j * T;
             const bool load = t0 < load_end;   // tokens past it are not in the block table: zeros
@@ -236,6 +267,11 @@ __device__ __forceinline__ void pv_smem(float (&o)[128], const elem_t* sp, const
 // A consumer warp is done with half h of tile k.
 __device__ __forceinline__ void release(Smem& sm, int k, int h) {
     if (threadIdx.x % 32 == 0) mbar_arrive(&sm.empty[buf_of(k)][h]);
+}
+
+// A consumer warp has issued (and waited for) its last scores of this sequence: q may be refilled.
+__device__ __forceinline__ void release_q(Smem& sm) {
+    if (threadIdx.x % 32 == 0) mbar_arrive(&sm.q_empty);
 }
 
 // Warpgroup 0's share of the pair (A = tile it, B = tile it + 1 of the piece). s holds A's
@@ -427,6 +463,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_seesaw6
             for (int h = 0; h < 2; ++h) mbar_init(&sm.empty[i][h], CONSUMER_WARPS);
             for (int f = 0; f < FULLS; ++f) mbar_init(&sm.full[i][f], 1);
         }
+        mbar_init(&sm.q_full, 1);
+        mbar_init(&sm.q_empty, CONSUMER_WARPS);
         mbar_init_fence();
     }
     __syncthreads();   // barriers initialised for everyone, the producer included
@@ -449,6 +487,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_seesaw6
     c.row[1] = c.row[0] + 8;
     c.scale_log2 = p.scale_log2;
     c.k0 = 0;
+    const bool q_tma = q_by_tma(p);
 
     for (int b = sched[0]; b <= sched[2]; ++b) {
         const Piece pc = piece_of(p, sched, b);
@@ -459,11 +498,14 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_seesaw6
 
         bar_sync(BAR_CONSUMERS, CONSUMERS);   // the previous sequence is done with q, row_max, p
         if (threadIdx.x < BLOCK_M) sm.row_max[threadIdx.x] = -inf_f();
-        if (c.n > 0) load_q<CONSUMERS, BLOCK_M>(p, sm.q, b, g, m0);
-        cp_async_commit();
-        cp_async_wait<0>();
-        fence_proxy_async();
-        bar_sync(BAR_CONSUMERS, CONSUMERS);   // q and row_max are in place for everyone
+        if (!q_tma) {
+            if (c.n > 0) load_q<CONSUMERS, BLOCK_M>(p, sm.q, b, g, m0);
+            cp_async_commit();
+            cp_async_wait<0>();
+            fence_proxy_async();
+        }
+        bar_sync(BAR_CONSUMERS, CONSUMERS);   // q (by cp.async) and row_max are in place for everyone
+        if (q_tma) mbar_wait(&sm.q_full, (b - sched[0]) & 1);
         QRegs qr;
         load_q_regs(sm, qr, c.row, c.tq);
 
@@ -479,12 +521,21 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_seesaw6
         if (wg == 0 && c.n > 1) bar_arrive(BAR_S_ISSUED, CONSUMERS);
         wgmma_wait<0>();
         reg_fence(s);
+        // q is released after the warpgroup's last scores: those just waited for (WG0 scores the
+        // even tiles, WG1 the odd ones), or the ones issued in the pair that is the last to score.
+        if (q_tma && c.n <= 2 + wg) release_q(sm);
         // One loop per warpgroup (a shared loop body makes ptxas move o's registers every pair).
         if (wg == 0) {
             float m_run[2] = {-inf_f(), -inf_f()};
-            for (int it = 0; it < c.n; it += 2) wg0_pair(sm, c, it, o, s, lsum, qr, m_run);
+            for (int it = 0; it < c.n; it += 2) {
+                wg0_pair(sm, c, it, o, s, lsum, qr, m_run);
+                if (q_tma && it + 2 < c.n && it + 4 >= c.n) release_q(sm);
+            }
         } else {
-            for (int it = 0; it < c.n; it += 2) wg1_pair(sm, c, it, o, s, lsum, qr);
+            for (int it = 0; it < c.n; it += 2) {
+                wg1_pair(sm, c, it, o, s, lsum, qr);
+                if (q_tma && it + 3 < c.n && it + 5 >= c.n) release_q(sm);
+            }
         }
         c.k0 += c.n;
 

@@ -117,9 +117,9 @@ class DecodeConfig:
         if self.is_seesaw64:
             # struct Smem of decode_sm90_seesaw64.cu: q + two 64-token tiles + P (d = 512 only: 64 x
             # 64 a tile; d = 576 keeps it in the tile's rope slice) + row max, two scales, two row
-            # sums + 8 mbarriers, padded to 1024, + 1 KB to align its start.
+            # sums + 10 mbarriers, padded to 1024, + 1 KB to align its start.
             p_bytes = 16 if self.head_dim > 512 else 2 * 64 * 64 * 2
-            raw = 3 * 64 * self.head_dim * 2 + p_bytes + 5 * 64 * 4 + 8 * 8
+            raw = 3 * 64 * self.head_dim * 2 + p_bytes + 5 * 64 * 4 + 10 * 8
             return -(-raw // 1024) * 1024 + 1024
         if self.is_seesaw:
             # struct Smem of decode_sm90_seesaw.cu: q + four 32-token tiles + P (d = 512 only: 64 x

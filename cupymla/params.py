@@ -52,7 +52,8 @@ DECODE_PARAMS = _struct(
     ("batch", _I32), ("s_q", _I32), ("h_q", _I32), ("h_kv", _I32),
     ("heads_per_kv", _I32), ("rows", _I32), ("page_shift", _I32), ("num_parts", _I32),
     ("causal", _I32), ("scale_log2", _F32),
-    ("k_box_rows", _I32), ("k_map_rank", _I32), ("k_box_slices", _I32), ("k_map", (np.uint64, 16), 64),
+    ("k_box_rows", _I32), ("k_map_rank", _I32), ("k_box_slices", _I32), ("q_map_rank", _I32),
+    ("k_map", (np.uint64, 16), 64), ("q_map", (np.uint64, 16), 64),
 )
 
 COMBINE_PARAMS = _struct(

@@ -12,6 +12,9 @@ kernels read them (its slice axis has a 128-byte stride, smaller than the row ax
 engine allows any order of strides), for pages of 64 tokens or more, and for pages of 32 where
 the kernel accepts a tile stored as two sub-tiles (decode_sm90.cu); otherwise, or if the driver
 refuses that view, the 4-D view with one box per slice and page.
+
+decode_sm90_seesaw64.cu also copies q with the copy engine (q_map): a map over q whose box is one
+64-column slice of an m tile, cached by q's pointer and layout in the same way.
 """
 
 from __future__ import annotations
@@ -43,12 +46,33 @@ def k_cache_map(k_cache, box_rows: int, sub_tiles: bool = False, box_slices: int
     box_slices = box_slices or int(k_cache.shape[3]) // 64
     key = (k_cache.data.ptr, tuple(k_cache.shape), tuple(k_cache.strides), k_cache.dtype.str, box_rows,
            sub_tiles, box_slices, k_cache.device.id)
+    return _cached(key, lambda: _encode(k_cache, box_rows, sub_tiles, box_slices))
+
+
+def q_map(q, h_kv: int):
+    """The 16 words of a map over q [b, s_q, h_q, d] as (d, h_q / h_kv, h_kv, s_q, b), 128-byte
+    swizzle, whose box is one 64-column slice of a 64-row m tile (DecodeParams.q_map); None where
+    an m tile is not such a box (h_q / h_kv neither a multiple nor a divisor of 64) or the driver
+    refuses the layout: the kernel then loads q with cp.async."""
+    b, s_q, h_q, d = (int(x) for x in q.shape)
+    hpk = h_q // h_kv
+    if hpk % 64 and 64 % hpk:
+        return None
+    sb, ss, sh, _ = (int(x) for x in q.strides)
+    key = ("q", q.data.ptr, tuple(q.shape), tuple(q.strides), q.dtype.str, h_kv, q.device.id)
+    heads_box = min(hpk, 64)
+    return _cached(key, lambda: _encode_tiled(q, [d, hpk, h_kv, s_q, b], [sh, hpk * sh, ss, sb],
+                                              [64, heads_box, 1, 64 // heads_box, 1]))
+
+
+def _cached(key, make):
+    """make()'s result for key, made once (None, a failure, is not kept)."""
     with _LOCK:   # one thread per GPU may call at once
         found = _CACHE.get(key)
         if found is not None:
             _CACHE.move_to_end(key)
             return found
-    made = _encode(k_cache, box_rows, sub_tiles, box_slices)
+    made = make()
     if made is not None:
         with _LOCK:
             _CACHE[key] = made
@@ -73,17 +97,17 @@ def _encode(k_cache, box_rows, sub_tiles, box_slices):
     return None if words is None else (words, 4)
 
 
-def _encode_tiled(k_cache, dims, strides, box):
+def _encode_tiled(arr, dims, strides, box):
     try:
         from cuda.bindings import driver as cu
     except ImportError:
         return None
-    dtype = (cu.CUtensorMapDataType.CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 if k_cache.dtype == BF16
+    dtype = (cu.CUtensorMapDataType.CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 if arr.dtype == BF16
              else cu.CUtensorMapDataType.CU_TENSOR_MAP_DATA_TYPE_FLOAT16)
     u64, u32 = cu.cuuint64_t, cu.cuuint32_t
     try:
         err, tmap = cu.cuTensorMapEncodeTiled(
-            dtype, len(dims), k_cache.data.ptr,
+            dtype, len(dims), arr.data.ptr,
             [u64(x) for x in dims], [u64(x) for x in strides], [u32(x) for x in box],
             [u32(1)] * len(dims),
             cu.CUtensorMapInterleave.CU_TENSOR_MAP_INTERLEAVE_NONE,

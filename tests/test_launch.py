@@ -10,7 +10,8 @@ import pytest
 from cupymla import launch, params
 from tests.test_params_layout import sample_values
 
-CHANGED = ("o_stride_b", "o_stride_s", "o_stride_h", "k_box_rows", "k_map_rank", "k_map")
+CHANGED = ("o_stride_b", "o_stride_s", "o_stride_h", "k_box_rows", "k_map_rank", "k_map", "q_map_rank", "q_map")
+MAPS = ("k_map", "q_map")
 
 
 class FakeDriver:
@@ -32,7 +33,7 @@ def decode_launcher(monkeypatch):
     values = sample_values(params.DECODE_PARAMS)
     fixed = {k: v for k, v in values.items() if k in params.DECODE_PARAMS.names[10:] and k not in CHANGED}
     template = params.Prepacked(params.DECODE_PARAMS, 10, **fixed,
-                                **{k: ([0] * 16 if k == "k_map" else 0) for k in CHANGED})
+                                **{k: ([0] * 16 if k in MAPS else 0) for k in CHANGED})
     driver = FakeDriver(params.DECODE_PARAMS.itemsize)
     monkeypatch.setattr(launch, "_launch_kernel", driver)
     monkeypatch.setattr(launch, "_cupy_launch_kernel", False)   # the ctypes path, which the fake stands in for
@@ -48,7 +49,8 @@ def test_launcher_hands_the_driver_the_packed_struct(decode_launcher):
         for n in params.DECODE_PARAMS.names[:10]:
             vals[n] = int(rng.integers(1, 2**47)) * 16
         if call >= 2:
-            vals.update(o_stride_b=7 * 4096, k_box_rows=32, k_map_rank=4, k_map=[int(x) for x in rng.integers(0, 2**62, 16)])
+            vals.update(o_stride_b=7 * 4096, k_box_rows=32, k_map_rank=4, k_map=[int(x) for x in rng.integers(0, 2**62, 16)],
+                        q_map_rank=5, q_map=[int(x) for x in rng.integers(0, 2**62, 16)])
         launcher(0x5000 + call, [vals[n] for n in params.DECODE_PARAMS.names[:10]],
                  **{k: vals[k] for k in CHANGED})
         got = driver.calls[-1]

@@ -147,12 +147,13 @@ def test_dtypes_are_c_aligned(name):
     assert c_alignment(dtype) == struct_align >= dtype.alignment
 
 
-def test_decode_params_k_map_is_a_64_byte_aligned_tensor_map():
+@pytest.mark.parametrize("name, index", [("k_map", -2), ("q_map", -1)])
+def test_decode_params_maps_are_64_byte_aligned_tensor_maps(name, index):
     """What the copy engine needs: 128 bytes (a CUtensorMap) at a 64-byte aligned offset."""
-    ftype, off = params.DECODE_PARAMS.fields["k_map"][:2]
+    ftype, off = params.DECODE_PARAMS.fields[name][:2]
     assert ftype.itemsize == 128 and off % 64 == 0
-    assert field_alignments(params.DECODE_PARAMS)["k_map"] == 64 == c_alignment(params.DECODE_PARAMS)
-    assert parse_struct(header_text(), "DecodeParams")[-1] == ("k_map", "unsigned long long", 16, 64)
+    assert field_alignments(params.DECODE_PARAMS)[name] == 64 == c_alignment(params.DECODE_PARAMS)
+    assert parse_struct(header_text(), "DecodeParams")[index] == (name, "unsigned long long", 16, 64)
 
 
 # --------------------------------------------------------------------------- NVRTC
@@ -251,7 +252,7 @@ def test_mutants_keep_the_alignas():
     offsets = [f[1] for f in swapped(DP, "o_stride_b", "o_stride_s").fields.values()]
     assert sorted(offsets) == [DP.fields[n][1] for n in DP.names]  # same type: the same slots
     assert swapped(DP, "batch", "s_q").fields["k_map"][1] == 256
-    assert unaligned(DP, "k_map").fields["k_map"][1] == 232   # right after k_box_slices (228), 8-aligned
+    assert unaligned(DP, "k_map").fields["k_map"][1] == 232   # right after q_map_rank (228), 8-aligned
 
 
 @pytest.mark.parametrize("mutant, message", [
@@ -272,6 +273,8 @@ def test_mutants_keep_the_alignas():
     (retyped(DP, "k_map", (np.uint32, 32)), "C type of DecodeParams.k_map"),
     (retyped(DP, "k_map", (np.uint64, (2, 8))), "C type of DecodeParams.k_map"),
     (retyped(DP, "k_map", np.uint64), "C type of DecodeParams.k_map"),
+    (swapped(DP, "k_map_rank", "q_map_rank"), "offset of DecodeParams.k_map_rank"),
+    (retyped(DP, "q_map", (np.uint64, 15)), "size of DecodeParams.q_map"),
 ])
 def test_layout_check_catches_mismatches(mutant, message):
     """The check above is not vacuous: a reordered or retyped mirror fails to compile."""
@@ -356,9 +359,10 @@ def test_pack_decode_params_k_map_bytes():
     assert {2 ** 64 - 16} < set(values["k_map"])  # the top bit too
     raw = params.pack(DP, **values).tobytes()
     off = DP.fields["k_map"][1]
-    assert off == 256 and len(raw) == DP.itemsize == 384
+    assert off == 256 and len(raw) == DP.itemsize == 512
     assert raw[off:off + 128] == struct.pack("<16Q", *values["k_map"])
-    end = DP.fields["k_box_slices"][1] + 4
+    assert DP.fields["q_map"][1] == 384 and raw[384:512] == struct.pack("<16Q", *values["q_map"])
+    end = DP.fields["q_map_rank"][1] + 4
     assert raw[end:off] == bytes(off - end)
     # any sequence of 16 ints will do: a tuple, a NumPy array
     for k_map in (tuple(values["k_map"]), np.array(values["k_map"], np.uint64)):

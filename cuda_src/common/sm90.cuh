@@ -279,8 +279,16 @@ __device__ __forceinline__ void tma_load_4d(void* dst, const void* tmap, unsigne
                  : "memory");
 }
 
+// (evict_first false: the default L2 policy, for data that other CTAs read too, such as q.)
 __device__ __forceinline__ void tma_load_5d(void* dst, const void* tmap, unsigned long long* bar,
-                                            int c0, int c1, int c2, int c3, int c4) {
+                                            int c0, int c1, int c2, int c3, int c4, bool evict_first = true) {
+    if (!evict_first) {
+        asm volatile("cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+                     " [%0], [%1, {%2, %3, %4, %5, %6}], [%7];\n"
+                     :: "r"(smem_addr(dst)), "l"(tmap), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(c4), "r"(smem_addr(bar))
+                     : "memory");
+        return;
+    }
     const u64 policy = evict_first_policy();
     asm volatile("cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.L2::cache_hint"
                  " [%0], [%1, {%2, %3, %4, %5, %6}], [%7], %8;\n"

@@ -152,11 +152,15 @@ __device__ __forceinline__ void produce(const DecodeParams& p, Smem& sm, const i
             if (seq > 0) mbar_wait(&sm.q_empty, (seq - 1) & 1);
             if (n > 0) {
                 // The m tile's rows are heads [m0 % hpk, +64) of query position m0 / hpk, or
-                // (fewer heads a kv head than 64) every head of 64 / hpk positions from it.
+                // (fewer heads a kv head than 64) every head of 64 / hpk positions from it; the
+                // map reaches this sequence's and kv head's q in 16-byte steps from its base.
+                const unsigned long long steps =
+                    ((unsigned long long)p.q + 2ull * (b * p.q_stride_b + g * p.heads_per_kv * p.q_stride_h) -
+                     Q_MAP_BASE) >> 4;
                 mbar_arrive_expect_tx(&sm.q_full, BLOCK_M * D * 2);
                 for (int s = 0; s < SLICES; ++s)
-                    tma_load_5d(sm.q + s * Q_SLICE, &p.q_map, &sm.q_full, 64 * s, m0 % p.heads_per_kv, g,
-                                m0 / p.heads_per_kv, b, false);
+                    tma_load_5d(sm.q + s * Q_SLICE, &p.q_map, &sm.q_full, 64 * s, m0 % p.heads_per_kv,
+                                m0 / p.heads_per_kv, (int)(steps & 0x7fffffff), (int)(steps >> 31), false);
             } else {
                 mbar_arrive(&sm.q_full);   // nothing to score: the consumers only pass the phase
             }

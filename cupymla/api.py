@@ -208,15 +208,6 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v,
             decode, box_rows = plan.portable(), 0
         else:
             k_map, k_rank = made
-    # decode_sm90_seesaw64.cu copies q with the copy engine too, where q's layout allows a map.
-    q_map, q_rank = tma.ZERO_MAP, 0
-    if plan.q_maps and box_rows:
-        last_q, made_q = plan.last_q_map
-        if last_q != q_ptr:
-            made_q = tma.q_map(qc, shape.h_kv)
-            plan.last_q_map = (q_ptr, made_q)
-        if made_q is not None:
-            q_map, q_rank = made_q, 5
 
     # The device of the arrays current while allocating and launching (free when it already is).
     switch = cp.cuda.runtime.getDevice() != device_id
@@ -243,7 +234,7 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v,
         oa_ptr, la_ptr = plan.scratch_ptrs(stream, q)
         plan.launch(stream, decode, (q_ptr, k_ptr, bt.data.ptr, sl.data.ptr, sched.data.ptr, splits.data.ptr,
                                      out_v.data.ptr, lse_v.data.ptr, oa_ptr, la_ptr),
-                    os_, (os_[0], os_[1], os_[2], box_rows, k_rank, k_map, q_rank, q_map))
+                    os_, (os_[0], os_[1], os_[2], box_rows, k_rank, k_map))
     finally:
         if switch:
             device_ctx.__exit__(None, None, None)
@@ -289,8 +280,7 @@ _REPLAY = os.environ.get("CUPYMLA_REPLAY", "1").strip().lower() not in ("0", "fa
 # be captured again and again, ~50 us each) stops replaying.
 _GRAPHS_PER_PLAN = 64
 _SEEN_PER_PLAN = 256   # keys seen once (no graph yet) remembered per plan
-_DECODE_FIELDS = ("o_stride_b", "o_stride_s", "o_stride_h", "k_box_rows", "k_map_rank", "k_map", "q_map_rank",
-                  "q_map")
+_DECODE_FIELDS = ("o_stride_b", "o_stride_s", "o_stride_h", "k_box_rows", "k_map_rank", "k_map")
 _COMBINE_FIELDS = ("o_stride_b", "o_stride_s", "o_stride_h")
 
 
@@ -321,6 +311,9 @@ class _DecodePlan:
         tasks = shape.h_kv * shape.rows
         combine_grid = ((tasks, shape.batch, 4), (256,)) if wide else ((-(-tasks // 4), shape.batch, 1), (128,))
         qs, ks = validate.elem_strides(qc), validate.elem_strides(kc)
+        # decode_sm90_seesaw64.cu copies q with the copy engine, through a map made once for this
+        # layout (it holds no pointer: tma.q_map), where the layout allows one.
+        self.q_map = tma.q_map(qc, shape.h_kv) if cfg.is_seesaw64 else None
         common = dict(batch=shape.batch, s_q=shape.s_q, h_q=shape.h_q, h_kv=shape.h_kv,
                       heads_per_kv=shape.h_q // shape.h_kv, rows=shape.rows,
                       o_stride_b=0, o_stride_s=0, o_stride_h=0)
@@ -331,7 +324,8 @@ class _DecodePlan:
             bt_stride_b=bt.strides[0] // 4, max_blocks=bt.shape[1], num_pages=shape.num_pages,
             page_shift=shape.page_size.bit_length() - 1, num_parts=self.num_parts, causal=int(causal),
             scale_log2=scale * _LOG2E, k_box_rows=0, k_map_rank=0, k_box_slices=self.box_slices,
-            q_map_rank=0, k_map=tma.ZERO_MAP, q_map=tma.ZERO_MAP, **common)
+            q_map_rank=0 if self.q_map is None else 5, k_map=tma.ZERO_MAP, q_map=self.q_map or tma.ZERO_MAP,
+            **common)
         self.combine_params = params.Prepacked(params.COMBINE_PARAMS, 5, **common)
         self.decode = self.portable() if _runs_portable(cfg, shape.page_size) else self._launcher(cfg)
         # Hopper: the combine's CTAs get scheduled while the decode runs and wait on it in the
@@ -346,8 +340,6 @@ class _DecodePlan:
         self._out_bytes = -(-int(np.prod(self.out_shape)) * shape.dtype.itemsize // 256) * 256
         self._lse_bytes = int(np.prod(self.lse_shape)) * 4
         self.last_k_map = (None, None)   # (k_cache pointer, (its tensor map's words, rank))
-        self.q_maps = cfg.is_seesaw64     # the kernel copies q with a map (tma.q_map) when it gets one
-        self.last_q_map = (None, None)   # (q pointer, its map's words or None)
         self._out_checked = (None, None)   # (signature of the last out= that passed check_out, its strides)
         self._lse_checked = None           # signature of the last lse= that passed check_lse
         self._scratch = {}   # stream pointer -> _new_scratch()
@@ -417,8 +409,8 @@ class _DecodePlan:
         ``ptrs`` are the decode's ten pointers (the combine's five are among them), ``os_`` the
         output strides and ``dec_fields`` the decode's changed fields (``_DECODE_FIELDS``). Two
         calls with equal (stream, decode launcher, ptrs, os_) launch identical bytes: the other
-        fields are per plan, or follow from the k_cache and q pointers (their tensor maps:
-        tma.k_cache_map and tma.q_map are functions of the pointer and the plan's layout) and the launcher (k_box_rows is 0 on
+        fields are per plan, or follow from the k_cache pointer (its tensor map: tma.k_cache_map
+        is a function of the pointer and the plan's layout) and the launcher (k_box_rows is 0 on
         the portable one). A key gets a graph on its second sighting (a pointer that changes every
         call never pays for a capture), at most _GRAPHS_PER_PLAN graphs a plan.
 

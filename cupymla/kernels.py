@@ -177,7 +177,7 @@ def decode_config(rows: int, cc: tuple[int, int], head_dim: int = 576, path: str
     else the 64-token seesaw (the API takes the 32-token one for pages of 32, and decode_sm90.cu
     for pages of 16 with either; to compare,
     CUPYMLA_SM90_SEESAW64=0 takes the 32-token seesaw and CUPYMLA_SM90_SEESAW=0 decode_sm90.cu
-    for every page size). Elsewhere, few
+    for every page size; CUPYMLA_SM90_SEESAW64=2 gives the 64-token one 33 to 64 rows too). Elsewhere, few
     rows (small h_q per kv head, the memory-bound case) get a short m tile so the tensor cores
     do not multiply padding; GPUs with ~100 KB of shared memory per CTA get one stage. ``path``
     (or the environment variable CUPYMLA_DECODE_PATH) forces "sm80" or "sm90", e.g. to test the
@@ -193,7 +193,8 @@ def decode_config(rows: int, cc: tuple[int, int], head_dim: int = 576, path: str
             # One m tile (rows <= 64: s_q 4 h_q 16, h_q 64) stays on the 32-token seesaw, whose
             # first q comes in one bulk copy: the 64-token one ran b4 s_q4 h16 at 43.7 us against
             # 39.6 and b128 s_q4 h16 8K at 339.2 against 335.3 (H200, bench/NOTES.md, session 8).
-            if rows > 64 and os.environ.get("CUPYMLA_SM90_SEESAW64", "1") != "0":
+            seesaw64 = os.environ.get("CUPYMLA_SM90_SEESAW64", "1")
+            if seesaw64 != "0" and (rows > 64 or seesaw64 == "2"):
                 return DecodeConfig(64, 2, 64, 2, head_dim, "sm90", "seesaw64")
             return DecodeConfig(64, 2, 32, 4, head_dim, "sm90")
         return DecodeConfig(64, 2, 64, 2, head_dim, "sm90")

@@ -13,8 +13,10 @@ engine allows any order of strides), for pages of 64 tokens or more, and for pag
 the kernel accepts a tile stored as two sub-tiles (decode_sm90.cu); otherwise, or if the driver
 refuses that view, the 4-D view with one box per slice and page.
 
-decode_sm90_seesaw64.cu also copies q with the copy engine (q_map): a map over q whose box is one
-64-column slice of an m tile, cached by q's pointer and layout in the same way.
+decode_sm90_seesaw64.cu also copies q with the copy engine (q_map). q's pointer changes from call
+to call, and a new map costs ~12 us of host time (bench/map_encode_cost.py), so that map is made
+once per layout and does not depend on the pointer: its base is Q_MAP_BASE and its two outer
+dimensions count 16-byte steps from there, so the kernel reaches any q by coordinates alone.
 """
 
 from __future__ import annotations
@@ -49,20 +51,29 @@ def k_cache_map(k_cache, box_rows: int, sub_tiles: bool = False, box_slices: int
     return _cached(key, lambda: _encode(k_cache, box_rows, sub_tiles, box_slices))
 
 
+# The q map's base address and its 16-byte-step dimensions: (steps from the base) = lo + 2^31 hi
+# (coordinates are signed 32-bit), lo < 2^31 (32 GB), hi up to 2^49 bytes of address space.
+Q_MAP_BASE = 16
+Q_MAP_LO = 1 << 31
+Q_MAP_HI = 1 << 14
+
+
 def q_map(q, h_kv: int):
-    """The 16 words of a map over q [b, s_q, h_q, d] as (d, h_q / h_kv, h_kv, s_q, b), 128-byte
-    swizzle, whose box is one 64-column slice of a 64-row m tile (DecodeParams.q_map); None where
-    an m tile is not such a box (h_q / h_kv neither a multiple nor a divisor of 64) or the driver
-    refuses the layout: the kernel then loads q with cp.async."""
-    b, s_q, h_q, d = (int(x) for x in q.shape)
+    """The 16 words of a map for q [b, s_q, h_q, d] of this layout wherever it lies
+    (DecodeParams.q_map): (d, h_q / h_kv, s_q, lo, hi), 128-byte swizzle, based at Q_MAP_BASE,
+    where lo (16 bytes a step) and hi (2^31 steps of lo) reach the (sequence, kv head) start;
+    one box is one 64-column slice of a 64-row m tile. None where an m tile is no such box (h_q /
+    h_kv neither a multiple nor a divisor of 64) or the driver refuses: the kernel then loads q
+    with cp.async."""
+    _, s_q, h_q, d = (int(x) for x in q.shape)
     hpk = h_q // h_kv
     if hpk % 64 and 64 % hpk:
         return None
-    sb, ss, sh, _ = (int(x) for x in q.strides)
-    key = ("q", q.data.ptr, tuple(q.shape), tuple(q.strides), q.dtype.str, h_kv, q.device.id)
+    _, ss, sh, _ = (int(x) for x in q.strides)
+    key = ("q", d, hpk, s_q, ss, sh, q.dtype.str)
     heads_box = min(hpk, 64)
-    return _cached(key, lambda: _encode_tiled(q, [d, hpk, h_kv, s_q, b], [sh, hpk * sh, ss, sb],
-                                              [64, heads_box, 1, 64 // heads_box, 1]))
+    return _cached(key, lambda: _encode_tiled(q, [d, hpk, s_q, Q_MAP_LO, Q_MAP_HI], [sh, ss, 16, 16 * Q_MAP_LO],
+                                              [64, heads_box, 64 // heads_box, 1, 1], base=Q_MAP_BASE))
 
 
 def _cached(key, make):
@@ -97,7 +108,9 @@ def _encode(k_cache, box_rows, sub_tiles, box_slices):
     return None if words is None else (words, 4)
 
 
-def _encode_tiled(arr, dims, strides, box):
+def _encode_tiled(arr, dims, strides, box, base=None):
+    """cuTensorMapEncodeTiled over arr's data (or from address ``base``), arr's dtype, 128-byte
+    swizzle, zeros outside; the map's 16 words, or None."""
     try:
         from cuda.bindings import driver as cu
     except ImportError:
@@ -107,7 +120,7 @@ def _encode_tiled(arr, dims, strides, box):
     u64, u32 = cu.cuuint64_t, cu.cuuint32_t
     try:
         err, tmap = cu.cuTensorMapEncodeTiled(
-            dtype, len(dims), arr.data.ptr,
+            dtype, len(dims), arr.data.ptr if base is None else base,
             [u64(x) for x in dims], [u64(x) for x in strides], [u32(x) for x in box],
             [u32(1)] * len(dims),
             cu.CUtensorMapInterleave.CU_TENSOR_MAP_INTERLEAVE_NONE,

@@ -47,13 +47,18 @@ struct DecodeParams {
     int k_box_rows;
     int k_map_rank;
     int k_box_slices;
-    // q_map_rank 5: q_map is a CUtensorMap over q for decode_sm90_seesaw64.cu, 128-byte swizzle,
-    // (d, heads_per_kv, h_kv, s_q, batch), box (64, min(heads_per_kv, 64), 1, 64 / that, 1): one
-    // copy a 64-column slice of an m tile (made only where an m tile is such a box); 0: no map.
+    // q_map_rank 5: q_map is a CUtensorMap for decode_sm90_seesaw64.cu's q copies, 128-byte
+    // swizzle, that holds no pointer (made once per layout, cupymla/tma.py q_map): based at
+    // Q_MAP_BASE, dims (d, heads_per_kv, s_q, lo, hi) where lo + 2^31 hi counts 16-byte steps to
+    // the (sequence, kv head)'s first q row; box (64, min(heads_per_kv, 64), 64 / that, 1, 1), one
+    // 64-column slice of an m tile (made only where an m tile is such a box); 0: no map.
     int q_map_rank;
     alignas(64) unsigned long long k_map[16];
     alignas(64) unsigned long long q_map[16];
 };
+
+// DecodeParams.q_map's base address (tma.Q_MAP_BASE).
+constexpr unsigned long long Q_MAP_BASE = 16;
 
 // Merges the pieces of split sequences by their log-sum-exp.
 struct CombineParams {

@@ -20,7 +20,7 @@
 // MLA_WG1_A_FIRST order), so A's second half frees half a pair earlier than in the other order,
 // and its softmax overlaps 1024 clocks of products.
 //
-//   WG0: softmax A | O_L = O_L x scale0 + P_A V_A,L, P_A out | (P_B) O_L x scale1 + P_B V_B,L,
+//   WG0: softmax A | P_A out, O_L = O_L x scale0 + P_A V_A,L | (P_B) O_L x scale1 + P_B V_B,L,
 //        B released | S_A' = Q K_A'^T (B is released before these scores, which wait for A' to
 //        land, and B' must not wait for that: 3-7% faster on the causal, 16K and b8 rows, level
 //        on 4K/8K; bench/NOTES.md, session 8)
@@ -71,6 +71,16 @@
 // MLA_Q_TMA: q by the producer's copies when the host made a q map (0: always by cp.async).
 #ifndef MLA_Q_TMA
 #define MLA_Q_TMA 1
+#endif
+// MLA_P_A_FIRST / MLA_P_B_FIRST: a warpgroup posts its P for the other one before issuing its
+// own product with it (else after), so the other warpgroup's product, and the tile release after
+// it, start earlier. P_A first: 1-4% faster on every h_q128 row (b8 -3.5%, causal 4K -2.8%, 4K
+// and 8K -1.1%); P_B first as well: 16K faster, 4K and 8K not (bench/NOTES.md, session 9).
+#ifndef MLA_P_A_FIRST
+#define MLA_P_A_FIRST 1
+#endif
+#ifndef MLA_P_B_FIRST
+#define MLA_P_B_FIRST 0
 #endif
 // MLA_MAX_SLACK: see next_max() in common/seesaw.cuh.
 
@@ -309,14 +319,21 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
     u32 pa[4][4];
     pack_p(s, pa);
 
-    // O_L = O_L x scale0 + P_A V_A,L, issued first: the tensor cores idle until it comes.
+    // O_L = O_L x scale0 + P_A V_A,L, P_A posted before or after it is issued (MLA_P_A_FIRST).
     scale_o(o, sc0);
     zero_v_tail<T>(sm.k[buf_of(ka)], 0, c.load_end - ta, BAR_WG);
+    if (MLA_P_A_FIRST) {
+        store_p(p_of(sm, buf_of(ka)), pa, c);
+        fence_proxy_async();
+        bar_arrive(BAR_P_A, CONSUMERS);
+    }
     pv_regs<0>(o, pa, sm.k[buf_of(ka)]);
     stamp(0, it / 2, 1);
-    store_p(p_of(sm, buf_of(ka)), pa, c);
-    fence_proxy_async();
-    bar_arrive(BAR_P_A, CONSUMERS);
+    if (!MLA_P_A_FIRST) {
+        store_p(p_of(sm, buf_of(ka)), pa, c);
+        fence_proxy_async();
+        bar_arrive(BAR_P_A, CONSUMERS);
+    }
     stamp(0, it / 2, 2);
     // A's first half is free once that product is done: its refill starts before P_B comes.
     wgmma_wait<0>();
@@ -428,11 +445,18 @@ __device__ __forceinline__ void wg1_pair(Smem& sm, const Ctx& c, int it, float (
     if (has_b) {   // O_R = O_R x scale1 + P_B V_B,R, issued before P_B goes out
         scale_o(o, sc1);
         zero_v_tail<T>(sm.k[buf_of(kb)], 1, c.load_end - tb, BAR_WG + 1);
+        if (MLA_P_B_FIRST) {
+            store_p(p_of(sm, buf_of(kb)), pb, c);
+            fence_proxy_async();
+            bar_arrive(BAR_P_B, CONSUMERS);
+        }
         pv_regs<1>(o, pb, sm.k[buf_of(kb)]);
         stamp(1, it / 2, 12);
-        store_p(p_of(sm, buf_of(kb)), pb, c);
-        fence_proxy_async();
-        bar_arrive(BAR_P_B, CONSUMERS);
+        if (!MLA_P_B_FIRST) {
+            store_p(p_of(sm, buf_of(kb)), pb, c);
+            fence_proxy_async();
+            bar_arrive(BAR_P_B, CONSUMERS);
+        }
         stamp(1, it / 2, 5);
     }
     wgmma_wait<0>();   // unconditionally (see the end of wg0_pair)

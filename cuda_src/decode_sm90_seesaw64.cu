@@ -9,10 +9,15 @@
 // tokens with the same number of hand-overs.
 //
 // The cost: only two tiles fit next to q (72 KB + 2 x 72 KB), so a buffer must be refilled while
-// the pair that uses it is still running. Each tile is copied and released in two halves:
-//   half 0, slices 0-3 (V_L): read by the tile's scores and by warpgroup 0's product;
-//   half 1, slices 4-8 (V_R, and the rope slice, which then holds the tile's P): read by the
-//           scores, warpgroup 1's product and the product that reads that P.
+// the pair that uses it is still running. Each tile is copied and released in two halves, each
+// as soon as its last reader is done:
+//   A tiles (warpgroup 0 scores them): half 0, slices 0-3 (V_L): read by the scores and warpgroup
+//     0's product; half 1, slices 4-8 (V_R, and the rope slice, which then holds P_A): read by
+//     the scores and warpgroup 1's product;
+//   B tiles (MLA_B_SPLIT): half 0, slices 4-7 (V_R): the scores and warpgroup 1's product; half 1,
+//     slices 0-3 and 8 (V_L and P_B): the scores and warpgroup 0's product. A buffer that goes
+//     from one kind to the other (after a sequence of odd length) is refilled once all of it is
+//     free.
 // A half is refilled as soon as all 8 consumer warps have arrived on its `empty` barrier: every
 // warp arrives once per tile and half, after the tile is known to have landed (so never in the
 // previous use's phase) and after its last read; a warpgroup that never reads a half arrives early.
@@ -63,11 +68,6 @@
 #ifndef MLA_TRACE
 #define MLA_TRACE 0
 #endif
-// MLA_SLICE_BARRIERS: a `full` barrier per 64-column slice instead of per half, so the scores
-// start on each slice as soon as it lands.
-#ifndef MLA_SLICE_BARRIERS
-#define MLA_SLICE_BARRIERS 0
-#endif
 // MLA_Q_TMA: q by the producer's copies when the host made a q map (0: always by cp.async).
 #ifndef MLA_Q_TMA
 #define MLA_Q_TMA 1
@@ -81,6 +81,15 @@
 #endif
 #ifndef MLA_P_B_FIRST
 #define MLA_P_B_FIRST 0
+#endif
+// MLA_B_SPLIT: a B tile's halves are V_R (slices 4-7: read by its scores and warpgroup 1's
+// P_B V_B,R) and the rest (V_L and the rope slice, which holds P_B: read by warpgroup 0's
+// P_B V_B,L), copied in that order and scored in that order, so that V_R of the next B is asked
+// for as soon as warpgroup 1's product is done instead of after warpgroup 0's. A tiles keep
+// halves 0-3 / 4-8 (warpgroup 1 reads P_A with V_R). Pair 6228 -> 5712 clocks; 4K -5%, 8K -6%
+// (bench/NOTES.md, session 9).
+#ifndef MLA_B_SPLIT
+#define MLA_B_SPLIT 1
 #endif
 // MLA_MAX_SLACK: see next_max() in common/seesaw.cuh.
 
@@ -100,7 +109,6 @@ constexpr int K_SLICE = T * 64;              // ... of a tile
 constexpr bool ROPE = D > 512;               // slice 8 (rope): read by the scores only, then P
 constexpr u32 V_LBO = T * 128, V_SBO = 8 * 128;   // V as wgmma's MN-major B operand
 constexpr int CONSUMER_WARPS = CONSUMERS / 32;
-constexpr int FULLS = MLA_SLICE_BARRIERS ? SLICES : 2;   // `full` barriers a buffer
 
 // Named barriers (0 is __syncthreads, which the producer warp does not join).
 constexpr int BAR_CONSUMERS = 1;   // both warpgroups
@@ -119,7 +127,7 @@ struct __align__(1024) Smem {
     float row_max[BLOCK_M];                  // running maxima, log2 domain
     float scale0[BLOCK_M], scale1[BLOCK_M];
     float row_sum[2][BLOCK_M];
-    unsigned long long full[NBUF][FULLS];    // the tile's half (or slice) has landed
+    unsigned long long full[NBUF][2];        // the tile's half has landed
     unsigned long long empty[NBUF][2];       // every consumer warp is done with it
     unsigned long long q_full;               // MLA_Q_TMA: this sequence's q has landed
     unsigned long long q_empty;              // MLA_Q_TMA: every consumer warp has issued its last scores
@@ -143,7 +151,15 @@ __device__ __forceinline__ void stamp(int wg, int pair, int i) {
 }
 
 __device__ __forceinline__ int buf_of(int k) { return k % NBUF; }
-__device__ __forceinline__ int full_of(int slice) { return MLA_SLICE_BARRIERS ? slice : slice >= HALF0_SLICES; }
+// The half (and `full` barrier) of the i-th slice in copy order (slice_at).
+__device__ __forceinline__ int full_of(int i) { return i >= HALF0_SLICES; }
+
+// The i-th slice a tile is copied and scored in: in order, or for a B tile with MLA_B_SPLIT, V_R
+// (4-7) first, then V_L (0-3), then the rope slice (8).
+__device__ __forceinline__ int slice_at(bool b_tile, int i) {
+    if (!MLA_B_SPLIT || !b_tile || i >= 8) return i;
+    return i < 4 ? i + 4 : i - 4;
+}
 __device__ __forceinline__ u32 parity_of(int k) { return (k / NBUF) & 1; }
 
 // The producer: thread 0 of the third warpgroup copies the CTA's tiles, in the order the
@@ -152,6 +168,7 @@ __device__ __forceinline__ void produce(const DecodeParams& p, Smem& sm, const i
     const int page_mask = (1 << p.page_shift) - 1;
     const bool q_tma = q_by_tma(p);
     int k = 0;   // tiles issued so far
+    unsigned held_b = 0;   // MLA_B_SPLIT: bit buf is set while buffer buf holds a B tile
     for (int b = sched[0]; b <= sched[2]; ++b) {
         const Piece pc = piece_of(p, sched, b);
         const int n = tiles_of(p, pc, m0, BLOCK_M, T);
@@ -180,23 +197,32 @@ __device__ __forceinline__ void produce(const DecodeParams& p, Smem& sm, const i
             const bool load = t0 < load_end;   // tokens past it are not in the block table: zeros
             const int page = load ? bt[t0 >> p.page_shift] : 0;
             const int buf = buf_of(k);
+            const bool b_tile = j & 1;
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
-                const int s0 = h ? HALF0_SLICES : 0, s1 = h ? SLICES : HALF0_SLICES;
-                if (k >= NBUF) mbar_wait(&sm.empty[buf][h], parity_of(k) ^ 1);
-                for (int s = s0; s < s1; ++s) {
-                    unsigned long long* bar = &sm.full[buf][full_of(s)];
-                    const bool first = MLA_SLICE_BARRIERS || s == s0;   // the barrier's first slice
+                const int i0 = h ? HALF0_SLICES : 0, i1 = h ? SLICES : HALF0_SLICES;
+                if (k >= NBUF) {
+                    mbar_wait(&sm.empty[buf][h], parity_of(k) ^ 1);
+                    // An A tile where a B tile was, or back (after a sequence of odd length): the
+                    // halves are other slices, so all of the previous tile must be free first.
+                    if (MLA_B_SPLIT && h == 0 && ((held_b >> buf) & 1) != b_tile)
+                        mbar_wait(&sm.empty[buf][1], parity_of(k) ^ 1);
+                }
+                for (int i = i0; i < i1; ++i) {
+                    const int s = slice_at(b_tile, i);
+                    unsigned long long* bar = &sm.full[buf][full_of(i)];
+                    const bool first = i == i0;   // the barrier's first slice
                     if (!load) {
                         if (first) mbar_arrive(bar);
                         continue;
                     }
-                    if (first) mbar_arrive_expect_tx(bar, (MLA_SLICE_BARRIERS ? 1 : s1 - s0) * K_SLICE * 2);
+                    if (first) mbar_arrive_expect_tx(bar, (i1 - i0) * K_SLICE * 2);
                     tma_load_5d(sm.k[buf] + s * K_SLICE, &p.k_map, bar, 0, t0 & page_mask, s, g, page);
                 }
                 // Trace: when tile k's half was issued, in the pair that will score it (10/11: half 0/1).
                 stamp(k & 1, (k - 2 - (k & 1)) / 2, 10 + h);
             }
+            held_b = (held_b & ~(1u << buf)) | ((unsigned)b_tile << buf);
         }
     }
 }
@@ -214,9 +240,9 @@ __device__ __forceinline__ void load_q_regs(const Smem& sm, QRegs& qr, const int
 }
 
 // S = Q K^T for the tile of global index k (m64n64k16, 4 k steps a slice): half 0's slices as
-// soon as they land, then half 1's. (wg, pair: for the trace stamps 8 and 9, the halves seen.)
-// S = Q K^T for the tile of global index k (m64n64k16, 4 k steps a slice): half 0's slices as
-// soon as they land, then half 1's. (wg, pair: for the trace stamps 8 and 9, the halves seen.)
+// soon as they land, then half 1's, in slice_at's order (B_TILE: warpgroup 1's tiles). (wg, pair:
+// for the trace stamps 8 and 9, the halves seen.)
+template <bool B_TILE>
 __device__ __forceinline__ void scores(Smem& sm, float (&s)[32], int k, const QRegs& qr, int wg, int pair) {
     const int buf = buf_of(k);
     const u64 desc_q = smem_desc(sm.q, 16, 1024);
@@ -230,9 +256,11 @@ __device__ __forceinline__ void scores(Smem& sm, float (&s)[32], int k, const QR
             if (kk == 4 * HALF0_SLICES) stamp(wg, pair, 9);
             wgmma_fence();
         }
-        const u64 q_off = ((kk / 4) * Q_SLICE * 2 + (kk % 4) * 32) >> 4;   // slice, then 16 columns
-        const u64 k_off = ((kk / 4) * K_SLICE * 2 + (kk % 4) * 32) >> 4;
-        if (kk < Q_REGS) wgmma_m64n64k16_rs(s, qr.a[kk < Q_REGS ? kk : 0], desc_k + k_off, kk > 0);
+        const int sl = slice_at(B_TILE, kk / 4);
+        const u64 q_off = (sl * Q_SLICE * 2 + (kk % 4) * 32) >> 4;   // slice, then 16 columns
+        const u64 k_off = (sl * K_SLICE * 2 + (kk % 4) * 32) >> 4;
+        if (kk < Q_REGS && !(MLA_B_SPLIT && B_TILE))   // (q's registers hold slice 0's first k steps)
+            wgmma_m64n64k16_rs(s, qr.a[kk < Q_REGS ? kk : 0], desc_k + k_off, kk > 0);
         else wgmma_m64n64k16_ss(s, desc_q + q_off, desc_k + k_off, kk > 0);
     }
     wgmma_commit();
@@ -347,6 +375,7 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
     m_run[1] = m_new[1];
     if (has_b) {   // O_L = O_L x scale1 + P_B V_B,L
         bar_sync(BAR_P_B, CONSUMERS);   // B's maxima and P_B
+        if (MLA_B_SPLIT) release(sm, kb, 0);   // V_R, never read here; B has landed (WG1 scored it)
         stamp(0, it / 2, 4);
         float sc1[2];
 #pragma unroll
@@ -364,12 +393,12 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
     if (has_b) {
         wgmma_wait<0>();
         reg_fence(o);
-        release(sm, kb, 0);
+        if (!MLA_B_SPLIT) release(sm, kb, 0);
         release(sm, kb, 1);
     }
     stamp(0, it / 2, 7);
     // (Kept apart from the branch above: merged into it, ptxas schedules the loop differently.)
-    if (next_a) scores(sm, s, ka + 2, qr, 0, it / 2);
+    if (next_a) scores<false>(sm, s, ka + 2, qr, 0, it / 2);
     if (it + 3 < c.n) bar_arrive(BAR_S_ISSUED, CONSUMERS);   // WG1 has a next B
     stamp(0, it / 2, 5);
     // Unconditionally: ptxas cannot tell that the branches above leave nothing in flight, and
@@ -388,7 +417,8 @@ __device__ __forceinline__ void wg1_pair(Smem& sm, const Ctx& c, int it, float (
     const int ka = c.k0 + it, kb = ka + 1;
     const int ta = c.start + it * T, tb = ta + T;
     const bool has_b = it + 1 < c.n, next_b = it + 3 < c.n;
-    if (has_b) release(sm, kb, 0);   // B's first half: read by its scores (done); WG0 frees it after P_B V_B,L
+    // B's half that WG0 frees after P_B V_B,L: here only read by its scores (done).
+    if (has_b) release(sm, kb, MLA_B_SPLIT ? 1 : 0);
 
     stamp(1, it / 2, 0);
     bar_sync(BAR_SCALE0, CONSUMERS);
@@ -463,11 +493,11 @@ __device__ __forceinline__ void wg1_pair(Smem& sm, const Ctx& c, int it, float (
     reg_fence(o);
 #pragma unroll
     for (int kt = 0; kt < 4; ++kt) reg_fence(pb[kt]);
-    if (has_b) release(sm, kb, 1);
+    if (has_b) release(sm, kb, MLA_B_SPLIT ? 0 : 1);
 
     if (next_b) {
         bar_sync(BAR_S_ISSUED, CONSUMERS);   // A's scores first: WG0's softmax waits for them
-        scores(sm, s, kb + 2, qr, 1, it / 2);
+        scores<true>(sm, s, kb + 2, qr, 1, it / 2);
     }
     stamp(1, it / 2, 6);
     wgmma_wait<0>();
@@ -489,7 +519,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_seesaw6
     if (threadIdx.x == 0) {
         for (int i = 0; i < NBUF; ++i) {
             for (int h = 0; h < 2; ++h) mbar_init(&sm.empty[i][h], CONSUMER_WARPS);
-            for (int f = 0; f < FULLS; ++f) mbar_init(&sm.full[i][f], 1);
+            for (int f = 0; f < 2; ++f) mbar_init(&sm.full[i][f], 1);
         }
         mbar_init(&sm.q_full, 1);
         mbar_init(&sm.q_empty, CONSUMER_WARPS);
@@ -544,8 +574,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_seesaw6
         float s[32];
         // WG0 starts on tile 0, WG1 on tile 1 (queued behind WG0's, as in the pairs).
         if (wg == 1 && c.n > 1) bar_sync(BAR_S_ISSUED, CONSUMERS);
-        if (wg == 0 && c.n > 0) scores(sm, s, c.k0, qr, 0, -1);
-        if (wg == 1 && c.n > 1) scores(sm, s, c.k0 + 1, qr, 1, -1);
+        if (wg == 0 && c.n > 0) scores<false>(sm, s, c.k0, qr, 0, -1);
+        if (wg == 1 && c.n > 1) scores<true>(sm, s, c.k0 + 1, qr, 1, -1);
         if (wg == 0 && c.n > 1) bar_arrive(BAR_S_ISSUED, CONSUMERS);
         wgmma_wait<0>();
         reg_fence(s);

@@ -115,6 +115,17 @@ def test_long_sequence_256k():
     check_against_reference(inputs, out, lse, causal=False)
 
 
+@pytest.mark.parametrize("h_q,dtype", [(128, BF16), (256, FP16)], ids=["h128-bf16", "h256-fp16"])
+def test_many_short_sequences_a_part(h_q, dtype):
+    """Many sequences a CTA, most of an odd number of 64-token tiles: the 64-token seesaw's two
+    buffers then swap between its A and B tiles, whose halves are different slices."""
+    rng = np.random.default_rng(h_q)
+    lens = (64 * rng.choice([1, 3, 5, 2], size=600) - rng.integers(0, 40, size=600)).astype(np.int32)
+    inputs = make_inputs(rng, 600, 1, h_q, 1, lens, 64, dtype)
+    out, lse = run(inputs, 1, h_q, 1, causal=False)
+    check_against_reference(inputs, out, lse, causal=False, batches=np.sort(rng.choice(600, 24, replace=False)))
+
+
 def test_batch_4096():
     rng = np.random.default_rng(6)
     lens = rng.integers(0, 200, size=4096).astype(np.int32)

@@ -91,6 +91,12 @@
 #ifndef MLA_B_SPLIT
 #define MLA_B_SPLIT 1
 #endif
+// MLA_KV_HINT: the L2 policy of the tile copies: 1 evict-first, 0 none, 2 evict-first for odd m
+// tiles only (the two m tiles of h_q 128 read the same tiles). 3 processes each (session 9): 0 and
+// 1 within the rows' bimodal spread, 2 slower on 4K (276 against 270 us).
+#ifndef MLA_KV_HINT
+#define MLA_KV_HINT 1
+#endif
 // MLA_MAX_SLACK: see next_max() in common/seesaw.cuh.
 
 namespace {
@@ -217,7 +223,8 @@ __device__ __forceinline__ void produce(const DecodeParams& p, Smem& sm, const i
                         continue;
                     }
                     if (first) mbar_arrive_expect_tx(bar, (i1 - i0) * K_SLICE * 2);
-                    tma_load_5d(sm.k[buf] + s * K_SLICE, &p.k_map, bar, 0, t0 & page_mask, s, g, page);
+                    tma_load_5d(sm.k[buf] + s * K_SLICE, &p.k_map, bar, 0, t0 & page_mask, s, g, page,
+                                MLA_KV_HINT == 1 || (MLA_KV_HINT == 2 && (blockIdx.x & 1)));
                 }
                 // Trace: when tile k's half was issued, in the pair that will score it (10/11: half 0/1).
                 stamp(k & 1, (k - 2 - (k & 1)) / 2, 10 + h);

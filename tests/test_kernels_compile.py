@@ -106,7 +106,8 @@ def test_seesaw_knobs_compile(cache, defines):
 
 
 @pytest.mark.parametrize("defines", [{"MLA_Q_REGS": 4}, {"MLA_TRACE": 1}, {"MLA_B_SPLIT": 0}, {"MLA_P_A_FIRST": 0},
-                                     {"MLA_P_B_FIRST": 1}, {"MLA_Q_TMA": 0}, {"MLA_OUT8": 0}, {"MLA_MAX_SLACK": "0.0f"}, {"MLA_FP16": 1, "MLA_HEAD_DIM": 512, "MLA_TRACE": 1}],
+                                     {"MLA_P_B_FIRST": 1}, {"MLA_Q_TMA": 0}, {"MLA_OUT8": 0}, {"MLA_KV_HINT": 0},
+                                     {"MLA_KV_HINT": 2}, {"MLA_MAX_SLACK": "0.0f"}, {"MLA_FP16": 1, "MLA_HEAD_DIM": 512, "MLA_TRACE": 1}],
                          ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()))
 def test_seesaw64_knobs_compile(cache, defines):
     """The same for the 64-token seesaw's knobs."""

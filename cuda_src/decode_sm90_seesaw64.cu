@@ -294,6 +294,13 @@ __device__ __forceinline__ void store_p(elem_t* sp, const u32 (&a)[4][4], const 
             *reinterpret_cast<u32*>(sp + swz(64, c.row[i % 2], 16 * kt + 8 * (i / 2) + 2 * c.tq)) = a[kt][i];
 }
 
+// P out for the other warpgroup's product: stored, made visible to wgmma, `bar` arrived on.
+__device__ __forceinline__ void post_p(elem_t* sp, const u32 (&a)[4][4], const Ctx& c, int bar) {
+    store_p(sp, a, c);
+    fence_proxy_async();
+    bar_arrive(bar, CONSUMERS);
+}
+
 // O (+)= P V over one 256-column half of the tile's V, P from registers or from shared memory.
 template <int HALF>
 __device__ __forceinline__ void pv_regs(float (&o)[128], const u32 (&a)[4][4], const elem_t* sk) {
@@ -357,18 +364,10 @@ __device__ __forceinline__ void wg0_pair(Smem& sm, const Ctx& c, int it, float (
     // O_L = O_L x scale0 + P_A V_A,L, P_A posted before or after it is issued (MLA_P_A_FIRST).
     scale_o(o, sc0);
     zero_v_tail<T>(sm.k[buf_of(ka)], 0, c.load_end - ta, BAR_WG);
-    if (MLA_P_A_FIRST) {
-        store_p(p_of(sm, buf_of(ka)), pa, c);
-        fence_proxy_async();
-        bar_arrive(BAR_P_A, CONSUMERS);
-    }
+    if (MLA_P_A_FIRST) post_p(p_of(sm, buf_of(ka)), pa, c, BAR_P_A);
     pv_regs<0>(o, pa, sm.k[buf_of(ka)]);
     stamp(0, it / 2, 1);
-    if (!MLA_P_A_FIRST) {
-        store_p(p_of(sm, buf_of(ka)), pa, c);
-        fence_proxy_async();
-        bar_arrive(BAR_P_A, CONSUMERS);
-    }
+    if (!MLA_P_A_FIRST) post_p(p_of(sm, buf_of(ka)), pa, c, BAR_P_A);
     stamp(0, it / 2, 2);
     // A's first half is free once that product is done: its refill starts before P_B comes.
     wgmma_wait<0>();
@@ -482,18 +481,10 @@ __device__ __forceinline__ void wg1_pair(Smem& sm, const Ctx& c, int it, float (
     if (has_b) {   // O_R = O_R x scale1 + P_B V_B,R, issued before P_B goes out
         scale_o(o, sc1);
         zero_v_tail<T>(sm.k[buf_of(kb)], 1, c.load_end - tb, BAR_WG + 1);
-        if (MLA_P_B_FIRST) {
-            store_p(p_of(sm, buf_of(kb)), pb, c);
-            fence_proxy_async();
-            bar_arrive(BAR_P_B, CONSUMERS);
-        }
+        if (MLA_P_B_FIRST) post_p(p_of(sm, buf_of(kb)), pb, c, BAR_P_B);
         pv_regs<1>(o, pb, sm.k[buf_of(kb)]);
         stamp(1, it / 2, 12);
-        if (!MLA_P_B_FIRST) {
-            store_p(p_of(sm, buf_of(kb)), pb, c);
-            fence_proxy_async();
-            bar_arrive(BAR_P_B, CONSUMERS);
-        }
+        if (!MLA_P_B_FIRST) post_p(p_of(sm, buf_of(kb)), pb, c, BAR_P_B);
         stamp(1, it / 2, 5);
     }
     wgmma_wait<0>();   // unconditionally (see the end of wg0_pair)

@@ -1,6 +1,7 @@
 """Host cost of a tensor map: one cuTensorMapEncodeTiled through cuda-bindings (a cache miss of
-tma.q_map / tma.k_cache_map, paid when a call brings a q or k_cache pointer not seen before)
-against a cache hit. Run on a GPU machine: python3 bench/map_encode_cost.py"""
+tma.k_cache_map, paid when a call brings a k_cache pointer not seen before; q's map holds no
+pointer and is made once per layout, which is why) against a cache hit of tma.q_map. Run on a
+GPU machine: python3 bench/map_encode_cost.py"""
 
 import os
 import sys

@@ -58,6 +58,14 @@ def make_inputs(rng, b, s_q, h_q, h_kv, lens, page_size, dtype, d=576, garbage=T
     return dict(q=q, k_cache=k, block_table=cp.asarray(bt), cache_seqlens=cp.asarray(lens))
 
 
+def decode(inputs, s_q, h_q, h_kv, causal, **kw):
+    """The decode of `inputs` through the public API, with a schedule made for it (lazy metadata)."""
+    import cupymla
+    meta, splits = cupymla.get_mla_metadata(inputs["cache_seqlens"], s_q * h_q // h_kv, h_kv)
+    return cupymla.flash_mla_with_kvcache(inputs["q"], inputs["k_cache"], inputs["block_table"],
+                                          inputs["cache_seqlens"], 512, meta, splits, causal=causal, **kw)
+
+
 def check_against_reference(inputs, out, lse, causal, softmax_scale=None, batches=None):
     """Compare GPU results with the oracle, over `batches` (default: all) of the batch."""
     import cupy as cp

@@ -14,7 +14,7 @@ import pytest
 
 import cupymla
 from cupymla import scheduler
-from tests.gpu_cases import check_against_reference, make_inputs, seqlens_for
+from tests.gpu_cases import check_against_reference, decode, make_inputs, seqlens_for
 
 pytestmark = pytest.mark.gpu
 
@@ -28,12 +28,6 @@ HEADS = [(1, 1), (3, 1), (3, 3), (9, 1), (9, 3), (63, 1), (63, 3), (64, 1), (64,
 GRID = [c for c in itertools.product([1, 2, 6, 64], [1, 2, 4], [20, 140, 4096], HEADS, [False, True], [False, True])
         if not (c[1] == 1 and c[5])]   # causal changes nothing when s_q = 1
 SAMPLE = random.Random(2025).sample(GRID, 240)
-
-
-def run(inputs, s_q, h_q, h_kv, causal, **kw):
-    meta, splits = cupymla.get_mla_metadata(inputs["cache_seqlens"], s_q * h_q // h_kv, h_kv)
-    return cupymla.flash_mla_with_kvcache(inputs["q"], inputs["k_cache"], inputs["block_table"],
-                                          inputs["cache_seqlens"], 512, meta, splits, causal=causal, **kw)
 
 
 def subset(b, rng):
@@ -51,7 +45,7 @@ def test_grid(b, s_q, s_k, heads, varlen, causal):
     dtype = BF16 if seed % 2 else FP16
     lens = seqlens_for(rng, b, s_k, s_q, varlen)
     inputs = make_inputs(rng, b, s_q, h_q, h_kv, lens, 64, dtype)
-    out, lse = run(inputs, s_q, h_q, h_kv, causal)
+    out, lse = decode(inputs, s_q, h_q, h_kv, causal)
     assert out.dtype == dtype and out.shape == (b, s_q, h_q, 512) and lse.shape == (b, h_q, s_q)
     check_against_reference(inputs, out, lse, causal, batches=subset(b, rng))
 
@@ -64,7 +58,7 @@ def test_page_sizes(page_size, dtype, heads, s_q):
     rng = np.random.default_rng(page_size * 7 + s_q)
     lens = seqlens_for(rng, 5, 700, s_q, varlen=True)
     inputs = make_inputs(rng, 5, s_q, h_q, h_kv, lens, page_size, dtype)
-    out, lse = run(inputs, s_q, h_q, h_kv, causal=s_q > 1)
+    out, lse = decode(inputs, s_q, h_q, h_kv, causal=s_q > 1)
     check_against_reference(inputs, out, lse, causal=s_q > 1)
 
 
@@ -74,7 +68,7 @@ def test_some_lengths_zero(dtype, h_q, s_q):
     rng = np.random.default_rng(h_q + s_q)
     lens = seqlens_for(rng, 12, 300, s_q, varlen=True, zero_some=True)
     inputs = make_inputs(rng, 12, s_q, h_q, 1, lens, 64, dtype)
-    out, lse = run(inputs, s_q, h_q, 1, causal=s_q > 1)
+    out, lse = decode(inputs, s_q, h_q, 1, causal=s_q > 1)
     got = np.asarray(out.get()).astype(np.float32)
     zero = lens == 0
     assert (got[zero] == 0).all() and np.isinf(lse.get()[zero]).all() and (lse.get()[zero] > 0).all()
@@ -84,7 +78,7 @@ def test_some_lengths_zero(dtype, h_q, s_q):
 def test_all_lengths_zero():
     rng = np.random.default_rng(3)
     inputs = make_inputs(rng, 3, 1, 16, 1, [0, 0, 0], 64, BF16)
-    out, lse = run(inputs, 1, 16, 1, causal=False)
+    out, lse = decode(inputs, 1, 16, 1, causal=False)
     assert (out.get().astype(np.float32) == 0).all() and np.isposinf(lse.get()).all()
 
 
@@ -95,7 +89,7 @@ def test_long_queries_causal(s_q):
     lens = seqlens_for(rng, 3, 400, s_q, varlen=True)
     lens[0] = s_q  # the first query token is the first token: it sees exactly one key
     inputs = make_inputs(rng, 3, s_q, 16, 1, lens, 64, BF16)
-    out, lse = run(inputs, s_q, 16, 1, causal=True)
+    out, lse = decode(inputs, s_q, 16, 1, causal=True)
     check_against_reference(inputs, out, lse, causal=True)
 
 
@@ -103,7 +97,7 @@ def test_causal_with_fewer_keys_than_queries():
     """L < s_q: the first queries see nothing (out 0, lse +inf)."""
     rng = np.random.default_rng(11)
     inputs = make_inputs(rng, 2, 4, 8, 1, [2, 1], 16, BF16)
-    out, lse = run(inputs, 4, 8, 1, causal=True)
+    out, lse = decode(inputs, 4, 8, 1, causal=True)
     check_against_reference(inputs, out, lse, causal=True)
 
 
@@ -111,7 +105,7 @@ def test_long_sequence_256k():
     rng = np.random.default_rng(5)
     lens = np.array([262144 + 17], dtype=np.int32)
     inputs = make_inputs(rng, 1, 1, 16, 1, lens, 64, BF16, garbage=False)
-    out, lse = run(inputs, 1, 16, 1, causal=False)
+    out, lse = decode(inputs, 1, 16, 1, causal=False)
     check_against_reference(inputs, out, lse, causal=False)
 
 
@@ -122,7 +116,7 @@ def test_many_short_sequences_a_part(h_q, dtype):
     rng = np.random.default_rng(h_q)
     lens = (64 * rng.choice([1, 3, 5, 2], size=600) - rng.integers(0, 40, size=600)).astype(np.int32)
     inputs = make_inputs(rng, 600, 1, h_q, 1, lens, 64, dtype)
-    out, lse = run(inputs, 1, h_q, 1, causal=False)
+    out, lse = decode(inputs, 1, h_q, 1, causal=False)
     check_against_reference(inputs, out, lse, causal=False, batches=np.sort(rng.choice(600, 24, replace=False)))
 
 
@@ -130,7 +124,7 @@ def test_batch_4096():
     rng = np.random.default_rng(6)
     lens = rng.integers(0, 200, size=4096).astype(np.int32)
     inputs = make_inputs(rng, 4096, 1, 16, 1, lens, 64, BF16, garbage=False)
-    out, lse = run(inputs, 1, 16, 1, causal=False)
+    out, lse = decode(inputs, 1, 16, 1, causal=False)
     check_against_reference(inputs, out, lse, causal=False, batches=rng.choice(4096, 16, replace=False))
 
 
@@ -187,7 +181,7 @@ def test_out_buffers_and_strided_q():
     inputs["q"] = big[:, :, ::2]
     out = cp.full((3, 1, 16, 512), np.nan, dtype=BF16)
     lse = cp.full((3, 16, 1), np.nan, dtype=np.float32)
-    got_out, got_lse = run(inputs, 1, 16, 1, causal=False, out=out, lse=lse)
+    got_out, got_lse = decode(inputs, 1, 16, 1, causal=False, out=out, lse=lse)
     assert got_out is out and got_lse is lse
     check_against_reference(inputs, out, lse, causal=False)
 
@@ -212,6 +206,6 @@ def test_results_are_deterministic():
     rng = np.random.default_rng(13)
     lens = seqlens_for(rng, 64, 2000, 1, varlen=True)
     inputs = make_inputs(rng, 64, 1, 128, 1, lens, 64, BF16)
-    out1, lse1 = run(inputs, 1, 128, 1, causal=False)
-    out2, lse2 = run(inputs, 1, 128, 1, causal=False)
+    out1, lse1 = decode(inputs, 1, 128, 1, causal=False)
+    out2, lse2 = decode(inputs, 1, 128, 1, causal=False)
     assert (out1.view(np.uint16) == out2.view(np.uint16)).all() and (lse1 == lse2).all()

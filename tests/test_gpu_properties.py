@@ -15,8 +15,8 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from tests.gpu_cases import check_against_reference, make_inputs  # noqa: E402
-from tests.test_gpu_decode import BF16, FP16, run  # noqa: E402
+from tests.gpu_cases import check_against_reference, decode, make_inputs  # noqa: E402
+from tests.test_gpu_decode import BF16, FP16  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
@@ -53,9 +53,9 @@ def test_random_layouts_match_the_oracle_wherever_the_pages_live(c):
     import cupy as cp
     rng = np.random.default_rng(c["seed"])
     inputs = make_inputs(rng, c["b"], c["s_q"], c["h_q"], c["h_kv"], c["lens"], c["page_size"], c["dtype"])
-    out, lse = run(inputs, c["s_q"], c["h_q"], c["h_kv"], causal=c["causal"])
+    out, lse = decode(inputs, c["s_q"], c["h_q"], c["h_kv"], causal=c["causal"])
     check_against_reference(inputs, out, lse, causal=c["causal"])
 
-    out2, lse2 = run(_moved_pages(inputs, rng), c["s_q"], c["h_q"], c["h_kv"], causal=c["causal"])
+    out2, lse2 = decode(_moved_pages(inputs, rng), c["s_q"], c["h_q"], c["h_kv"], causal=c["causal"])
     assert cp.array_equal(out2.view(np.uint16), out.view(np.uint16)), "out depends on where the pages live"
     assert cp.array_equal(lse2, lse), "lse depends on where the pages live"

@@ -9,9 +9,8 @@ import os
 import numpy as np
 import pytest
 
-import cupymla
 from cupymla import api
-from tests.gpu_cases import check_against_reference, make_inputs, seqlens_for
+from tests.gpu_cases import check_against_reference, decode, make_inputs, seqlens_for
 
 pytestmark = pytest.mark.gpu
 
@@ -24,12 +23,6 @@ FP16 = np.dtype(np.float16)
 def _hopper():
     import cupy as cp
     return cp.cuda.Device().compute_capability == "90"
-
-
-def _decode(inputs, s_q, h_q, h_kv, causal):
-    meta, splits = cupymla.get_mla_metadata(inputs["cache_seqlens"], s_q * h_q // h_kv, h_kv)
-    return cupymla.flash_mla_with_kvcache(inputs["q"], inputs["k_cache"], inputs["block_table"],
-                                          inputs["cache_seqlens"], 512, meta, splits, causal=causal)
 
 
 def _only_plan():
@@ -66,7 +59,7 @@ def test_q_layouts(h_q, h_kv, s_q, mapped, causal):
     dtype = FP16 if causal else BF16
     lens = seqlens_for(rng, 5, 700, s_q, varlen=True)
     inputs = make_inputs(rng, 5, s_q, h_q, h_kv, lens, 64, dtype)
-    out, lse = _decode(inputs, s_q, h_q, h_kv, causal)
+    out, lse = decode(inputs, s_q, h_q, h_kv, causal)
     check_against_reference(inputs, out, lse, causal)
     plan = _only_plan()
     if _seesaw64_expected():
@@ -85,7 +78,7 @@ def test_strided_q_and_new_q_pointers():
     big = cp.full((4, 1, 160, 576), np.nan, dtype=BF16)   # NaN where no head is: a wrong read shows
     big[:, :, :128] = inputs["q"]
     inputs["q"] = big[:, :, :128]
-    out, lse = _decode(inputs, 1, 128, 1, False)
+    out, lse = decode(inputs, 1, 128, 1, False)
     check_against_reference(inputs, out, lse, False)
     plan = _only_plan()
     if _seesaw64_expected():
@@ -96,7 +89,7 @@ def test_strided_q_and_new_q_pointers():
         big2 = cp.full_like(big, np.nan)
         big2[:, :, :128] = cp.asarray(sign * inputs["q"].astype(cp.float32) * 0.5).astype(BF16)
         inputs["q"] = big2[:, :, :128]
-        out, lse = _decode(inputs, 1, 128, 1, False)
+        out, lse = decode(inputs, 1, 128, 1, False)
         check_against_reference(inputs, out, lse, False)
         assert _only_plan() is plan
     del spacer

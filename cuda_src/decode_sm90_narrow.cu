@@ -29,6 +29,7 @@
 #include "common/epilogue.cuh"
 #include "common/piece.cuh"
 #include "common/kv_tiles.cuh"
+#include "common/clocks.cuh"
 
 #ifndef MLA_BLOCK_M
 #define MLA_BLOCK_M 16
@@ -77,6 +78,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_narrow(
     Smem& sm = smem_window<Smem>(smem_raw, p.k_box_rows < 16 || kv_sub_rows(p) != KV_TILE);
 
     launch_dependents();
+    clock_stamp(0);
     const int m0 = blockIdx.x * BLOCK_M;
     const int g = blockIdx.y;
     const int part = blockIdx.z;
@@ -258,4 +260,5 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_narrow(
             if (warp == 0 && gq == 0) *d.lse = lse;
         }
     }
+    clock_stamp(1);
 }

@@ -54,6 +54,7 @@
 #include "common/piece.cuh"
 #include "common/kv_tiles.cuh"
 #include "common/seesaw.cuh"
+#include "common/clocks.cuh"
 
 // MLA_Q_REGS: the first k steps of the scores take q from registers (4 a step).
 #ifndef MLA_Q_REGS
@@ -510,6 +511,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_seesaw6
     Smem& sm = smem_window<Smem>(smem_raw, p.k_box_rows != T || p.k_map_rank != 5 || p.k_box_slices != 1);
 
     launch_dependents();
+    clock_stamp(0);
     const int m0 = blockIdx.x * BLOCK_M;
     const int g = blockIdx.y;
     const int* sched = p.sched + blockIdx.z * 8;
@@ -598,4 +600,5 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_seesaw6
         add_row_sums(sm.row_sum, c, lsum, wg, BAR_CONSUMERS, CONSUMERS);
         store_rows(p, sm.row_sum, sm.row_max, c, o, pc, b, g, m0, wg);
     }
+    clock_stamp(1);
 }

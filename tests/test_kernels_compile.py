@@ -107,13 +107,22 @@ def test_seesaw_knobs_compile(cache, defines):
 
 @pytest.mark.parametrize("defines", [{"MLA_Q_REGS": 4}, {"MLA_TRACE": 1}, {"MLA_B_SPLIT": 0}, {"MLA_P_A_FIRST": 0},
                                      {"MLA_P_B_FIRST": 1}, {"MLA_Q_TMA": 0}, {"MLA_OUT8": 0}, {"MLA_KV_HINT": 0},
-                                     {"MLA_KV_HINT": 2}, {"MLA_MAX_SLACK": "0.0f"}, {"MLA_FP16": 1, "MLA_HEAD_DIM": 512, "MLA_TRACE": 1}],
+                                     {"MLA_KV_HINT": 2}, {"MLA_MAX_SLACK": "0.0f"}, {"MLA_CLOCKS": 1},
+                                     {"MLA_FP16": 1, "MLA_HEAD_DIM": 512, "MLA_TRACE": 1}],
                          ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()))
 def test_seesaw64_knobs_compile(cache, defines):
     """The same for the 64-token seesaw's knobs."""
     c = kernels.compile_source("decode_sm90_seesaw64.cu", "sm_90a", {"MLA_FP16": 0, **defines}, use_cache=False)
     assert c.spill_bytes == 0 and c.stack_bytes == 0, c.log
     assert "serialized" not in c.log, c.log
+
+
+@pytest.mark.parametrize("block_m", [16, 32])
+def test_narrow_clock_stamps_compile(cache, block_m):
+    """decode_sm90_narrow.cu's diagnostics build (MLA_CLOCKS, bench/clock_probe.py) stays spill-free."""
+    c = kernels.compile_source("decode_sm90_narrow.cu", "sm_90a",
+                               {"MLA_FP16": 0, "MLA_BLOCK_M": block_m, "MLA_CLOCKS": 1}, use_cache=False)
+    assert c.spill_bytes == 0 and c.stack_bytes == 0, c.log
 
 
 @pytest.mark.parametrize("file, defines", [("combine.cu", {"MLA_FP16": 0, "MLA_COMBINE_WIDE": 0}),

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cupymla import scheduler
-from cupymla.scheduler import BLOCK_N, FIXED_OVERHEAD, num_parts_for, pieces, schedule
+from cupymla import scheduler
+from cupymla.scheduler import BLOCK_N, FIXED_OVERHEAD, num_parts_for, pieces, schedule, smallest_payload
 
 PROP = settings(max_examples=150, deadline=None)
 
@@ -76,6 +77,15 @@ def check_schedule(seqlens, num_parts):
         cost[part] += blocks(stop) - start // BLOCK_N + FIXED_OVERHEAD
         busy[part] = True
     assert max(cost) <= payload, (cost, payload)
+    # ... and within the smallest payload that places every block, which no smaller one does.
+    nblocks = [blocks(L) for L in lengths]
+    least = smallest_payload(nblocks, num_parts)
+    share = -(-total // num_parts)
+    assert max(cost) <= least <= payload
+    if share <= scheduler.SEARCH_SHARE:
+        assert least == share or not scheduler._covers(nblocks, num_parts, least - 1, FIXED_OVERHEAD)
+    else:
+        assert least == payload
     extra = int(num_splits[-1]) - batch  # pieces beyond one per sequence
     assert sum(cost) == total + FIXED_OVERHEAD * extra
     assert extra <= num_parts - 1  # a part boundary splits at most one sequence
@@ -111,11 +121,21 @@ def test_no_split_when_sequences_fit_parts():
 
 
 def test_one_long_sequence_split_in_four():
-    meta, num_splits, ps = check_schedule([6400], 4)     # 100 blocks, total 105, payload 32
+    # 100 blocks, total 105: payload 30 (25 blocks a part; 29 would place 96), not 27 + 5 = 32,
+    # which dealt 27, 27, 27 and left 19 to the last part.
+    meta, num_splits, ps = check_schedule([6400], 4)
+    assert smallest_payload([100], 4) == 30
     assert num_splits.tolist() == [0, 4]
-    assert meta[:, :5].tolist() == [[0, 0, 0, 27, 0], [0, 27, 0, 54, 1], [0, 54, 0, 81, 2], [0, 81, 0, 100, 3]]
-    assert [p[3:] for p in ps] == [(0, 27 * 64), (27 * 64, 54 * 64), (54 * 64, 81 * 64), (81 * 64, 6400)]
+    assert meta[:, :5].tolist() == [[0, 0, 0, 25, 0], [0, 25, 0, 50, 1], [0, 50, 0, 75, 2], [0, 75, 0, 100, 3]]
+    assert [p[3:] for p in ps] == [(0, 25 * 64), (25 * 64, 50 * 64), (50 * 64, 75 * 64), (75 * 64, 6400)]
     assert [accum_slot(num_splits, 0, k) for k in range(4)] == [0, 1, 2, 3]
+
+
+def test_large_shares_keep_one_overhead_of_room():
+    # Two sequences of 1000 blocks on 3 parts: share 670 > SEARCH_SHARE, so payload 675 (no search).
+    assert smallest_payload([1000, 1000], 3) == 675
+    meta, num_splits, ps = check_schedule([64000, 64000], 3)
+    assert meta[:, :5].tolist() == [[0, 0, 0, 670, 0], [0, 670, 1, 335, 1], [1, 335, 1, 1000, 1]]
 
 
 def test_partial_last_block():

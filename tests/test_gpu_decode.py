@@ -189,10 +189,12 @@ def test_out_buffers_and_strided_q():
 def test_metadata_kernel_matches_numpy_twin():
     import cupy as cp
     rng = np.random.default_rng(12)
+    kinds = set()
     for trial in range(60):
-        # Mostly batches the kernel stages in shared memory, some past it (> 3072 sequences).
+        # Mostly batches the kernel stages in shared memory, some past it (> 3072 sequences);
+        # every other one short enough that the payload is searched (smallest_payload).
         b = int(rng.integers(1, 300)) if trial % 10 else int(rng.integers(3000, 5000))
-        lens = rng.integers(0, 20000, size=b).astype(np.int32)
+        lens = rng.integers(0, 20000 if trial % 2 else 1500, size=b).astype(np.int32)
         if trial % 3 == 0:
             lens[rng.random(b) < 0.5] = 0
         rows, h_kv = [(16, 1), (128, 1), (64, 8), (256, 1)][trial % 4]
@@ -200,6 +202,12 @@ def test_metadata_kernel_matches_numpy_twin():
         want_meta, want_splits = scheduler.schedule(lens, meta.shape[0])
         np.testing.assert_array_equal(meta.get(), want_meta)
         np.testing.assert_array_equal(splits.get(), want_splits)
+        nblocks = -(-lens // scheduler.BLOCK_N)
+        share = -(-(int(nblocks.sum()) + scheduler.FIXED_OVERHEAD * b) // meta.shape[0])
+        least = scheduler.smallest_payload(nblocks, meta.shape[0])
+        kinds.add("large share" if share > scheduler.SEARCH_SHARE else
+                  "searched, smaller" if least < share + scheduler.FIXED_OVERHEAD else "searched, same")
+    assert kinds == {"large share", "searched, smaller", "searched, same"}, kinds
 
 
 def test_results_are_deterministic():

@@ -66,7 +66,7 @@ __device__ __forceinline__ void load_values(const CombineParams& p, long long fi
         const float4* src = reinterpret_cast<const float4*>(p.o_accum + (first + k * stride) * 512 + col0) + lane;
 #pragma unroll
         for (int j = 0; j < VEC; ++j) {
-            if (k < pieces) v[u][j] = src[j * 32];
+            if (k < pieces) v[u][j] = MLA_ACC_KEEP ? ld_last_use(src + j * 32) : src[j * 32];
             else zero(v[u][j]);
         }
     }

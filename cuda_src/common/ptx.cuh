@@ -83,10 +83,17 @@ __device__ __forceinline__ void st_keep_in_l2(float2* dst, float x, float y) {
                  :: "l"(dst), "f"(x), "f"(y), "l"(policy) : "memory");
 }
 
-__device__ __forceinline__ float4 ld_last_use(const float4* src) {
+// An L2 policy that lets the lines it touches go first: data read once (the KV tiles; with
+// MLA_ACC_KEEP, combine.cu's reads of the partials).
+__device__ __forceinline__ unsigned long long evict_first_policy() {
     unsigned long long policy;
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+    return policy;
+}
+
+// A 16-byte load under an L2 policy (evict_first_policy() for the last use of the data).
+__device__ __forceinline__ float4 ld_with_policy(const float4* src, unsigned long long policy) {
     float4 v;
-    asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
     asm volatile("ld.global.L2::cache_hint.v4.f32 {%0, %1, %2, %3}, [%4], %5;\n"
                  : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "l"(src), "l"(policy));
     return v;

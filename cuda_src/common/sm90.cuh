@@ -259,14 +259,10 @@ __device__ __forceinline__ void bulk_load(void* dst, const void* src, u32 bytes,
                  :: "r"(smem_addr(dst)), "l"(src), "r"(bytes), "r"(smem_addr(bar)) : "memory");
 }
 
-// The KV cache is read once per call: its lines are the first to go from L2, not the lines
-// others reuse or the dirty ones that would cost a write-back (measured: b1 h16 64K about
-// 41.4 -> 37.8 us, h32 and h128 rows +1.5%, h16 b128 rows -1%; bench/NOTES.md).
-__device__ __forceinline__ u64 evict_first_policy() {
-    u64 policy;
-    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
-    return policy;
-}
+// The KV cache is read once per call: its tile copies use evict_first_policy() (ptx.cuh), so its
+// lines are the first to go from L2, not the lines others reuse or the dirty ones that would cost
+// a write-back (measured: b1 h16 64K about 41.4 -> 37.8 us, h32 and h128 rows +1.5%, h16 b128
+// rows -1%; bench/NOTES.md).
 
 // Copy one box of a 4-D (5-D) tensor map (coordinates innermost first) into shared memory;
 // completion is counted in bytes on `bar`. Coordinates outside the tensor read as zeros.

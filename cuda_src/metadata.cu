@@ -28,7 +28,7 @@ __device__ __forceinline__ int blocks_of(const MetadataParams& p, const int* sta
 #define MLA_MIN_PAYLOAD 1
 #endif
 
-// Whether dealing with this payload (the loop below) places every block (scheduler._covers).
+// Whether dealing with this payload (the loop below) places every block (scheduler._deal without outputs).
 __device__ bool covers(const MetadataParams& p, const int* nblocks, int payload) {
     int idx = 0, blk = 0;
     for (int part = 0; part < p.num_parts && idx < p.batch; ++part) {

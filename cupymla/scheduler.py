@@ -39,24 +39,39 @@ def num_parts_for(num_sms: int, rows_per_kv_head: int, h_kv: int, block_m: int =
     return max(num_sms // (h_kv * m_tiles), 1)
 
 
-def _covers(nblocks, num_parts: int, payload: int, fixed_overhead: int) -> bool:
-    """Whether dealing with this payload (the loop of schedule()) places every block."""
-    idx = blk = 0
+def _deal(nblocks, num_parts: int, payload: int, fixed_overhead: int, meta=None, num_splits=None) -> bool:
+    """Deal the blocks of all sequences, in batch order, to ``num_parts`` parts of ``payload``
+    (each piece counting ``fixed_overhead`` more); fill ``meta`` and ``num_splits`` (see the
+    module docstring) when given. Returns whether every block was placed."""
     batch = len(nblocks)
-    for _ in range(num_parts):
+    idx = blk = split = cum = 0
+    for p in range(num_parts):
+        begin = (idx, blk, split)
         remain = payload
         while idx < batch:
             left = int(nblocks[idx]) - blk
             if remain >= left + fixed_overhead:
+                # The rest of this sequence fits: finish it here.
                 remain -= left + fixed_overhead
+                cum += split + 1
+                if num_splits is not None:
+                    num_splits[idx + 1] = cum
                 idx += 1
                 blk = 0
+                split = 0
             else:
+                # Take what fits of it; the next part continues it as a new piece.
                 if remain > fixed_overhead:
                     blk += remain - fixed_overhead
+                    split += 1
                 break
-        if idx == batch:
-            return True
+        if meta is not None:
+            if blk > 0:
+                end_batch, end_block = idx, blk
+            else:
+                end_batch = idx - 1
+                end_block = int(nblocks[idx - 1]) if idx > 0 else 0
+            meta[p, :5] = (begin[0], begin[1], end_batch, end_block, begin[2])
     return idx == batch
 
 
@@ -77,7 +92,7 @@ def smallest_payload(nblocks, num_parts: int, fixed_overhead: int = FIXED_OVERHE
     share = -(-total // num_parts)
     if share <= SEARCH_SHARE:
         for payload in range(share, share + fixed_overhead):
-            if _covers(nblocks, num_parts, payload, fixed_overhead):
+            if _deal(nblocks, num_parts, payload, fixed_overhead):
                 return payload
     return share + fixed_overhead
 
@@ -98,33 +113,8 @@ def schedule(cache_seqlens, num_parts: int, fixed_overhead: int = FIXED_OVERHEAD
 
     meta = np.zeros((num_parts, METADATA_COLS), dtype=np.int32)
     num_splits = np.zeros(batch + 1, dtype=np.int32)
-    idx = blk = split = cum = 0
-    for p in range(num_parts):
-        begin = (idx, blk, split)
-        remain = payload
-        while idx < batch:
-            left = int(nblocks[idx]) - blk
-            if remain >= left + fixed_overhead:
-                # The rest of this sequence fits: finish it here.
-                remain -= left + fixed_overhead
-                cum += split + 1
-                num_splits[idx + 1] = cum
-                idx += 1
-                blk = 0
-                split = 0
-            else:
-                # Take what fits of it; the next part continues it as a new piece.
-                if remain > fixed_overhead:
-                    blk += remain - fixed_overhead
-                    split += 1
-                break
-        if blk > 0:
-            end_batch, end_block = idx, blk
-        else:
-            end_batch = idx - 1
-            end_block = int(nblocks[idx - 1]) if idx > 0 else 0
-        meta[p, :5] = (begin[0], begin[1], end_batch, end_block, begin[2])
-    if idx != batch:  # cannot happen: smallest_payload checked that this payload places every block
+    if not _deal(nblocks, num_parts, payload, fixed_overhead, meta, num_splits):
+        # cannot happen: smallest_payload checked that this payload places every block
         raise AssertionError("scheduler left blocks unassigned")
     return meta, num_splits
 

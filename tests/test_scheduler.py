@@ -83,7 +83,7 @@ def check_schedule(seqlens, num_parts):
     share = -(-total // num_parts)
     assert max(cost) <= least <= payload
     if share <= scheduler.SEARCH_SHARE:
-        assert least == share or not scheduler._covers(nblocks, num_parts, least - 1, FIXED_OVERHEAD)
+        assert least == share or not scheduler._deal(nblocks, num_parts, least - 1, FIXED_OVERHEAD)
     else:
         assert least == payload
     extra = int(num_splits[-1]) - batch  # pieces beyond one per sequence

@@ -60,14 +60,13 @@ __device__ __forceinline__ void zero(float4& v) { v = make_float4(0.f, 0.f, 0.f,
 // The values of pieces k0, k0 + step, ... (UNROLL of them; zeros past the last) of this lane.
 __device__ __forceinline__ void load_values(const CombineParams& p, long long first, long long stride, int col0,
                                             int lane, int k0, int step, int pieces, float4 (&v)[UNROLL][VEC]) {
-    const unsigned long long last_use = MLA_ACC_KEEP ? evict_first_policy() : 0;
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
         const int k = k0 + u * step;
         const float4* src = reinterpret_cast<const float4*>(p.o_accum + (first + k * stride) * 512 + col0) + lane;
 #pragma unroll
         for (int j = 0; j < VEC; ++j) {
-            if (k < pieces) v[u][j] = MLA_ACC_KEEP ? ld_with_policy(src + j * 32, last_use) : src[j * 32];
+            if (k < pieces) v[u][j] = src[j * 32];
             else zero(v[u][j]);
         }
     }

@@ -107,7 +107,7 @@ def test_seesaw_knobs_compile(cache, defines):
 
 @pytest.mark.parametrize("defines", [{"MLA_Q_REGS": 4}, {"MLA_TRACE": 1}, {"MLA_B_SPLIT": 0}, {"MLA_P_A_FIRST": 0},
                                      {"MLA_P_B_FIRST": 1}, {"MLA_Q_TMA": 0}, {"MLA_OUT8": 0}, {"MLA_KV_HINT": 0},
-                                     {"MLA_KV_HINT": 2}, {"MLA_MAX_SLACK": "0.0f"}, {"MLA_CLOCKS": 1}, {"MLA_ACC_KEEP": 1},
+                                     {"MLA_KV_HINT": 2}, {"MLA_MAX_SLACK": "0.0f"}, {"MLA_CLOCKS": 1},
                                      {"MLA_FP16": 1, "MLA_HEAD_DIM": 512, "MLA_TRACE": 1}],
                          ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()))
 def test_seesaw64_knobs_compile(cache, defines):
@@ -127,8 +127,6 @@ def test_narrow_clock_stamps_compile(cache, block_m):
 
 @pytest.mark.parametrize("file, defines", [("combine.cu", {"MLA_FP16": 0, "MLA_COMBINE_WIDE": 0}),
                                            ("combine.cu", {"MLA_FP16": 1, "MLA_COMBINE_WIDE": 1}),
-                                           ("combine.cu", {"MLA_FP16": 0, "MLA_COMBINE_WIDE": 0, "MLA_ACC_KEEP": 1}),
-                                           ("combine.cu", {"MLA_FP16": 0, "MLA_COMBINE_WIDE": 1, "MLA_ACC_KEEP": 1}),
                                            ("metadata.cu", {})])
 def test_small_kernels_compile_without_spills(cache, file, defines):
     c = kernels.compile_source(file, "sm_80", defines, use_cache=False)

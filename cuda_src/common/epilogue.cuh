@@ -35,6 +35,5 @@ __device__ __forceinline__ RowOut row_out(const DecodeParams& p, int b, int g, i
 // Columns col0 + 8 j and col0 + 8 j + 1 of the row (the layout of an mma / wgmma accumulator).
 __device__ __forceinline__ void store_pair(const RowOut& d, int j, float x, float y) {
     if (d.out) d.out[j * 4] = pack2(x, y);
-    else if (MLA_ACC_KEEP) st_keep_in_l2(d.acc + j * 4, x, y);
     else d.acc[j * 4] = make_float2(x, y);
 }

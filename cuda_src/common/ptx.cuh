@@ -68,33 +68,10 @@ __device__ __forceinline__ float fast_exp2(float x) {
 
 __device__ __forceinline__ float inf_f() { return __int_as_float(0x7f800000); }
 
-// MLA_ACC_KEEP (A/B knob, off; bench/NOTES.md, session 10): the decode stores the fp32 partials of
-// split sequences with an L2 evict-last policy, and combine.cu (built with the same knob) reads
-// them back evict-first, so that they wait for the combine in L2 rather than in DRAM while the KV
-// cache streams through (~34 MB of partials a call on the h_q128 4K row).
-#ifndef MLA_ACC_KEEP
-#define MLA_ACC_KEEP 0
-#endif
-
-__device__ __forceinline__ void st_keep_in_l2(float2* dst, float x, float y) {
-    unsigned long long policy;
-    asm("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(policy));   // not volatile: hoisted
-    asm volatile("st.global.L2::cache_hint.v2.f32 [%0], {%1, %2}, %3;\n"
-                 :: "l"(dst), "f"(x), "f"(y), "l"(policy) : "memory");
-}
-
-// An L2 policy that lets the lines it touches go first: data read once (the KV tiles; with
-// MLA_ACC_KEEP, combine.cu's reads of the partials).
+// An L2 policy that lets the lines it touches go first: data read once (the KV tiles).
 __device__ __forceinline__ unsigned long long evict_first_policy() {
     unsigned long long policy;
     asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
     return policy;
 }
 
-// A 16-byte load under an L2 policy (evict_first_policy() for the last use of the data).
-__device__ __forceinline__ float4 ld_with_policy(const float4* src, unsigned long long policy) {
-    float4 v;
-    asm volatile("ld.global.L2::cache_hint.v4.f32 {%0, %1, %2, %3}, [%4], %5;\n"
-                 : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "l"(src), "l"(policy));
-    return v;
-}

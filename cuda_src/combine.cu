@@ -63,11 +63,18 @@ __device__ __forceinline__ void load_values(const CombineParams& p, long long fi
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
         const int k = k0 + u * step;
-        const float4* src = reinterpret_cast<const float4*>(p.o_accum + (first + k * stride) * 512 + col0) + lane;
+        const long long at = (first + k * stride) * 512 + col0;
+        const float4* src = reinterpret_cast<const float4*>(p.o_accum + at) + lane;
+        const uint2* src16 = reinterpret_cast<const uint2*>(reinterpret_cast<const u16*>(p.o_accum) + at) + lane;
 #pragma unroll
         for (int j = 0; j < VEC; ++j) {
-            if (k < pieces) v[u][j] = src[j * 32];
-            else zero(v[u][j]);
+            if (k >= pieces) zero(v[u][j]);
+            else if (!MLA_ACC16) v[u][j] = src[j * 32];
+            else {
+                const uint2 w = src16[j * 32];
+                unpack2(w.x, v[u][j].x, v[u][j].y);
+                unpack2(w.y, v[u][j].z, v[u][j].w);
+            }
         }
     }
 }

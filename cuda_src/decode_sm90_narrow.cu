@@ -254,7 +254,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_narrow(
                 for (int h = 0; h < 2; ++h) {
                     const int dv = 64 * i + 16 * warp + gq + 8 * h;
                     const float v = o[i][acc_index(c, h)] * inv;
-                    if (whole) out16[dv] = (u16)(pack2(v, 0.f) & 0xffffu);
+                    if (whole || MLA_ACC16) out16[dv] = (u16)(pack2(v, 0.f) & 0xffffu);
                     else out32[dv] = v;
                 }
             if (warp == 0 && gq == 0) *d.lse = lse;

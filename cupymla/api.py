@@ -49,11 +49,22 @@ def _plan(device_id: int, rows: int, h_kv: int, head_dim: int = 576):
     info = kernels.device_info(device_id)
     cfg = kernels.decode_config(rows, info["cc"], head_dim)
     sizing = kernels.decode_config(rows, info["cc"], 576)
-    fn = kernels.get_function(device_id, sizing.file, {"MLA_FP16": 0, **sizing.defines()}, sizing.smem_bytes)
+    # The very build a bf16 call launches (MLA_ACC16 included), so that a first call compiles once.
+    acc16 = {"MLA_ACC16": 1} if _partials_16bit(sizing) else {}
+    fn = kernels.get_function(device_id, sizing.file, {"MLA_FP16": 0, **acc16, **sizing.defines()}, sizing.smem_bytes)
     per_sm = kernels.ctas_per_sm(sizing, info["smem_per_sm"], fn.num_regs)
     m_tiles = -(-rows // cfg.block_m)
     num_parts = max(info["sms"] * per_sm // (h_kv * m_tiles), 1)
     return cfg, num_parts
+
+
+def _partials_16bit(cfg) -> bool:
+    """Whether a plan whose kernel is `cfg` stores split sequences' partial results in the element
+    type instead of fp32 (MLA_ACC16): on the seesaw kernels, unless CUPYMLA_PARTIALS=fp32. The
+    output's error grows by about a third (bench/acc_error.py; README, "Accuracy")."""
+    if os.environ.get("CUPYMLA_PARTIALS", "").strip().lower() == "fp32":
+        return False
+    return bool(cfg.is_seesaw or cfg.is_seesaw64)
 
 
 def _runs_portable(cfg, page_size: int) -> bool:
@@ -305,9 +316,13 @@ class _DecodePlan:
         # A sequence has about num_parts / batch pieces: many (a short batch split over every SM)
         # take the wide combine, whose CTA's warps share one row's pieces (combine.cu).
         wide = self.num_parts > 16 * shape.batch
+        # Split sequences' partial results in 16 bits (MLA_ACC16, common/params.cuh) where that
+        # measured faster: the seesaw kernels (h_q128 4K -1.8%, b32 -8%; the narrow kernel's b1
+        # +4%). Every launcher of the plan and its combine are built alike.
+        self.acc16 = _partials_16bit(cfg)
         combine = kernels.get_function(shape.device, "combine.cu",
                                        {"MLA_FP16": int(shape.dtype == FP16), "MLA_COMBINE_WIDE": int(wide),
-                                        **kernels.extra_defines("combine.cu")})
+                                        **self._acc16_define(), **kernels.extra_defines("combine.cu")})
         tasks = shape.h_kv * shape.rows
         combine_grid = ((tasks, shape.batch, 4), (256,)) if wide else ((-(-tasks // 4), shape.batch, 1), (128,))
         qs, ks = validate.elem_strides(qc), validate.elem_strides(kc)
@@ -356,7 +371,7 @@ class _DecodePlan:
 
     def _launcher(self, cfg):
         fp16 = int(self.shape.dtype == FP16)
-        defines = {"MLA_FP16": fp16, **cfg.defines()}
+        defines = {"MLA_FP16": fp16, **self._acc16_define(), **cfg.defines()}
         if self.sub_tiles and cfg.file == "decode_sm90.cu":
             defines["MLA_KV_SUB_ROWS"] = 32
         defines.update(kernels.extra_defines(cfg.file))
@@ -364,6 +379,11 @@ class _DecodePlan:
         grid = (-(-self.shape.rows // cfg.block_m), self.shape.h_kv, self.num_parts)
         return launch.Launcher(fn, grid, (cfg.threads,), cfg.smem_bytes, self.decode_params,
                                field_names=_DECODE_FIELDS, device_id=self.shape.device)
+
+    def _acc16_define(self):
+        """MLA_ACC16 for every kernel of this plan when it is on; nothing otherwise (the builds,
+        and their cache keys, of the fp32 partials stay as they were)."""
+        return {"MLA_ACC16": 1} if self.acc16 else {}
 
     def portable(self):
         """The portable kernel's launcher for this layout, for when the Hopper kernel cannot run.

@@ -414,11 +414,17 @@ def _variants_for(arch: str):
     cc = (int(digits[:-1]), int(digits[-1]))
     for fp16 in (0, 1):
         for cfg in all_decode_configs(cc):
-            yield cfg, {"MLA_FP16": fp16, **cfg.defines()}, cc
+            # 16-bit partials (MLA_ACC16, api._partials_16bit): the seesaw kernels use them, the
+            # portable kernel as the fallback of a seesaw plan (page size 1), the others not.
+            acc16 = (1,) if cfg.is_seesaw or cfg.is_seesaw64 else (0, 1) if cfg.path == "sm80" else (0,)
+            for a in acc16:
+                extra = {"MLA_ACC16": 1} if a else {}
+                yield cfg, {"MLA_FP16": fp16, **extra, **cfg.defines()}, cc
             if cfg.file == "decode_sm90.cu":   # pages of 32: tiles as two sub-tiles (api._DecodePlan)
                 yield cfg, {"MLA_FP16": fp16, **cfg.defines(), "MLA_KV_SUB_ROWS": 32}, cc
         for wide in (0, 1):
             yield "combine.cu", {"MLA_FP16": fp16, "MLA_COMBINE_WIDE": wide}, cc
+            yield "combine.cu", {"MLA_FP16": fp16, "MLA_COMBINE_WIDE": wide, "MLA_ACC16": 1}, cc
     yield "metadata.cu", {}, cc
 
 

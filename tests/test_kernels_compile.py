@@ -92,9 +92,17 @@ def test_decode_compiles_without_spills(cache, arch, cc, rows, fp16, head_dim, p
     assert not list(cache.iterdir()) if cache.exists() else True   # use_cache=False writes nothing
 
 
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
+def test_portable_kernel_with_16bit_partials_compiles(cache, arch):
+    """A seesaw plan's portable fallback is built with MLA_ACC16 (api._partials_16bit)."""
+    cfg = decode_config(64, (8, 0), 576, "sm80")
+    c = kernels.compile_source(cfg.file, arch, {"MLA_FP16": 0, "MLA_ACC16": 1, **cfg.defines()}, use_cache=False)
+    assert c.registers > 0 and c.spill_bytes == 0 and c.stack_bytes == 0, c.log
+
+
 @pytest.mark.parametrize("defines", [{"MLA_Q_REGS": 0}, {"MLA_Q_REGS": 12}, {"MLA_WG0_OVERLAP": 1},
                                      {"MLA_S_ORDER": 0}, {"MLA_MAX_SLACK": "0.0f"}, {"MLA_TRACE": 1},
-                                     {"MLA_TRACE": 2}, {"MLA_Q_BULK": 0},
+                                     {"MLA_TRACE": 2}, {"MLA_Q_BULK": 0}, {"MLA_ACC16": 1},
                                      {"MLA_FP16": 1, "MLA_HEAD_DIM": 512, "MLA_WG0_OVERLAP": 1}],
                          ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()))
 def test_seesaw_knobs_compile(cache, defines):
@@ -107,7 +115,7 @@ def test_seesaw_knobs_compile(cache, defines):
 
 @pytest.mark.parametrize("defines", [{"MLA_Q_REGS": 4}, {"MLA_TRACE": 1}, {"MLA_B_SPLIT": 0}, {"MLA_P_A_FIRST": 0},
                                      {"MLA_P_B_FIRST": 1}, {"MLA_Q_TMA": 0}, {"MLA_OUT8": 0}, {"MLA_KV_HINT": 0},
-                                     {"MLA_KV_HINT": 2}, {"MLA_MAX_SLACK": "0.0f"}, {"MLA_CLOCKS": 1},
+                                     {"MLA_KV_HINT": 2}, {"MLA_MAX_SLACK": "0.0f"}, {"MLA_CLOCKS": 1}, {"MLA_ACC16": 1},
                                      {"MLA_FP16": 1, "MLA_HEAD_DIM": 512, "MLA_TRACE": 1}],
                          ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()))
 def test_seesaw64_knobs_compile(cache, defines):
@@ -127,6 +135,8 @@ def test_narrow_clock_stamps_compile(cache, block_m):
 
 @pytest.mark.parametrize("file, defines", [("combine.cu", {"MLA_FP16": 0, "MLA_COMBINE_WIDE": 0}),
                                            ("combine.cu", {"MLA_FP16": 1, "MLA_COMBINE_WIDE": 1}),
+                                           ("combine.cu", {"MLA_FP16": 0, "MLA_COMBINE_WIDE": 0, "MLA_ACC16": 1}),
+                                           ("combine.cu", {"MLA_FP16": 1, "MLA_COMBINE_WIDE": 1, "MLA_ACC16": 1}),
                                            ("metadata.cu", {})])
 def test_small_kernels_compile_without_spills(cache, file, defines):
     c = kernels.compile_source(file, "sm_80", defines, use_cache=False)

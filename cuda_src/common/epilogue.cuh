@@ -26,7 +26,8 @@ __device__ __forceinline__ RowOut row_out(const DecodeParams& p, int b, int g, i
         d.lse = p.lse + ((long long)b * p.h_q + h) * p.s_q + s;
     } else {
         const long long r = ((long long)slot * p.h_kv + g) * p.rows + row;
-        d.acc = reinterpret_cast<float2*>(p.o_accum + r * 512 + col0);
+        if (MLA_ACC16) d.out = reinterpret_cast<u32*>(reinterpret_cast<u16*>(p.o_accum) + r * 512 + col0);
+        else d.acc = reinterpret_cast<float2*>(p.o_accum + r * 512 + col0);
         d.lse = p.lse_accum + r;
     }
     return d;

@@ -71,6 +71,14 @@ struct CombineParams {
     int batch, s_q, h_q, h_kv, heads_per_kv, rows;
 };
 
+// MLA_ACC16 (A/B knob, off; bench/NOTES.md, session 11): the partial results of split sequences
+// are stored in the element type (bf16 / fp16, as the output), 512 of them a row from the start
+// of o_accum, instead of fp32: half the bytes for the decode to store and the combine to read.
+// The decode kernels and combine.cu must be built alike.
+#ifndef MLA_ACC16
+#define MLA_ACC16 0
+#endif
+
 // Piece k of sequence b keeps its partial result in this slot of o_accum / lse_accum.
 // Only split sequences (>= 2 pieces) use slots; with c = num_splits[b] - b (extra pieces
 // before b), sequence b owns slots [2c, 2c + pieces) and the next split sequence starts at

@@ -109,14 +109,14 @@ __device__ __forceinline__ void store_rows(const DecodeParams& p, const float (&
     for (int h = 0; h < 2; ++h) {
         const float l = row_sum[0][c.row[h]] + row_sum[1][c.row[h]];
         const int row = m0 + c.row[h];
-        if (MLA_OUT8 && whole) {
+        if (MLA_OUT8 && (whole || MLA_ACC16)) {
             const bool valid = row < p.rows;
             float inv, lse;
             finish_row(row_max[c.row[h]], l, whole, inv, lse);
             // 16-bit output: neighbouring lanes of a quad swap one value pair, so that each
             // stores 4 neighbouring values (8 bytes) and the quad 32 contiguous bytes of the row,
             // whole sectors instead of 16-byte halves (the shuffles run on every lane).
-            const RowOut d = row_out(p, b, g, valid ? row : m0, true, 0, 256 * wg);
+            const RowOut d = row_out(p, b, g, valid ? row : m0, whole, slot, 256 * wg);
             u16* base = reinterpret_cast<u16*>(d.out);
             const bool even = (c.tq & 1) == 0;
 #pragma unroll

@@ -35,6 +35,7 @@
 // Shared memory (d = 576): q 72 KB + 2 tiles x 72 KB = 216 KB (+ 16 KB of P for d = 512).
 // The tensor map: 5-D (k_map_rank 5), box of one 64-column slice of 64 rows (k_box_rows 64,
 // k_box_slices 1): nine copies a tile, four on half 0's `full` barrier and five on half 1's.
+// Pages of 32: boxes of 32 rows (k_box_rows 32), two a slice from two pages (eighteen a tile).
 //
 // q (MLA_Q_TMA, with q_map_rank 5): the producer copies each sequence's q with the copy engine,
 // one box a 64-column slice, as soon as every consumer warp has issued its last scores of the
@@ -173,6 +174,7 @@ __device__ __forceinline__ u32 parity_of(int k) { return (k / NBUF) & 1; }
 // warpgroups consume them, each half into its buffer as soon as the consumers released it.
 __device__ __forceinline__ void produce(const DecodeParams& p, Smem& sm, const int* sched, int g, int m0) {
     const int page_mask = (1 << p.page_shift) - 1;
+    const bool rows32 = p.k_box_rows == 32;   // pages of 32: two boxes a slice
     const bool q_tma = q_by_tma(p);
     int k = 0;   // tiles issued so far
     unsigned held_b = 0;   // MLA_B_SPLIT: bit buf is set while buffer buf holds a B tile
@@ -203,6 +205,12 @@ __device__ __forceinline__ void produce(const DecodeParams& p, Smem& sm, const i
             const int t0 = pc.start + j * T;
             const bool load = t0 < load_end;   // tokens past it are not in the block table: zeros
             const int page = load ? bt[t0 >> p.page_shift] : 0;
+            // Pages of 32 (k_box_rows 32): a slice is two boxes, the second from the next page,
+            // if any of its tokens is in the block table (else its rows are past load_end, and
+            // the consumers zero their V: zero_v_tail).
+            const bool two = rows32 && t0 + 32 < load_end;
+            const int page2 = two ? bt[(t0 + 32) >> p.page_shift] : 0;
+            const int slice_bytes = (two || !rows32 ? K_SLICE : K_SLICE / 2) * 2;
             const int buf = buf_of(k);
             const bool b_tile = j & 1;
 #pragma unroll
@@ -223,9 +231,12 @@ __device__ __forceinline__ void produce(const DecodeParams& p, Smem& sm, const i
                         if (first) mbar_arrive(bar);
                         continue;
                     }
-                    if (first) mbar_arrive_expect_tx(bar, (i1 - i0) * K_SLICE * 2);
-                    tma_load_5d(sm.k[buf] + s * K_SLICE, &p.k_map, bar, 0, t0 & page_mask, s, g, page,
-                                MLA_KV_HINT == 1 || (MLA_KV_HINT == 2 && (blockIdx.x & 1)));
+                    if (first) mbar_arrive_expect_tx(bar, (i1 - i0) * slice_bytes);
+                    const bool hint = MLA_KV_HINT == 1 || (MLA_KV_HINT == 2 && (blockIdx.x & 1));
+                    tma_load_5d(sm.k[buf] + s * K_SLICE, &p.k_map, bar, 0, t0 & page_mask, s, g, page, hint);
+                    // Rows 32-63 land where a 64-row box puts them: 4 KB on, a whole number of the
+                    // 128-byte swizzle's 1 KB periods.
+                    if (two) tma_load_5d(sm.k[buf] + s * K_SLICE + K_SLICE / 2, &p.k_map, bar, 0, 0, s, g, page2, hint);
                 }
                 // Trace: when tile k's half was issued, in the pair that will score it (10/11: half 0/1).
                 stamp(k & 1, (k - 2 - (k & 1)) / 2, 10 + h);
@@ -508,7 +519,8 @@ __device__ __forceinline__ void wg1_pair(Smem& sm, const Ctx& c, int it, float (
 
 extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_seesaw64(const __grid_constant__ DecodeParams p) {
     extern __shared__ __align__(1024) unsigned char smem_raw[];
-    Smem& sm = smem_window<Smem>(smem_raw, p.k_box_rows != T || p.k_map_rank != 5 || p.k_box_slices != 1);
+    const bool box_ok = p.k_box_rows == T || (p.k_box_rows == 32 && p.page_shift == 5);
+    Smem& sm = smem_window<Smem>(smem_raw, !box_ok || p.k_map_rank != 5 || p.k_box_slices != 1);
 
     launch_dependents();
     clock_stamp(0);

@@ -73,14 +73,19 @@ def _runs_portable(cfg, page_size: int) -> bool:
     return cfg.path == "sm90" and not tma.box_rows_for(page_size)
 
 
+_SEESAW64_PAGES32 = os.environ.get("CUPYMLA_SEESAW64_P32", "1").strip() != "0"
+
+
 def _for_page(cfg, page_size: int):
     """The configuration run for pages of `page_size` (same schedule: one m tile per kv head, as
-    many parts). The 64-token seesaw copies a tile from one page: pages of 32 take the 32-token
-    seesaw, which copies a 32-token tile in one box, so pages of 16 take decode_sm90.cu instead.
+    many parts). The 64-token seesaw copies a tile from one page, or from two on pages of 32
+    (two 32-row boxes a slice; CUPYMLA_SEESAW64_P32=0, for comparing, gives those pages the
+    32-token seesaw as before); smaller pages take the 32-token seesaw, which copies a 32-token
+    tile in one box, and pages of 16 take decode_sm90.cu instead.
     The 32-row narrow kernel needs 18 small copies a 64-token tile on pages of 32, and ran 16%
     slower there than on pages of 64 (H200, 204 against 176 us on b64 h_q32 8K); the 32-token
     seesaw, as fast as it on pages of 64, takes those pages."""
-    if cfg.is_seesaw64 and page_size < 64:
+    if cfg.is_seesaw64 and page_size < (32 if _SEESAW64_PAGES32 else 64):
         cfg = dataclasses.replace(cfg, block_n=32, stages=4, variant="")
     if cfg.is_seesaw and page_size < 32:
         return dataclasses.replace(cfg, block_n=64, stages=2)
@@ -310,8 +315,10 @@ class _DecodePlan:
         self.box_slices = 1 if cfg.is_seesaw64 else shape.head_dim // 64
         # Pages of 32 on the 64-row kernel: one copy a page, tiles stored as two 32-row sub-tiles,
         # a kernel variant of its own (MLA_KV_SUB_ROWS in decode_sm90.cu). The seesaw kernel
-        # always reads 32-token tiles with the 5-D map.
-        self.sub_tiles = cfg.is_seesaw or (cfg.file == "decode_sm90.cu" and self.box_rows == 32)
+        # always reads 32-token tiles with the 5-D map; the 64-token one, on pages of 32, two
+        # 32-row boxes a slice with it.
+        self.sub_tiles = cfg.is_seesaw or (cfg.file == "decode_sm90.cu" and self.box_rows == 32) or \
+            (cfg.is_seesaw64 and self.box_rows == 32)
         self._portable = None
         # A sequence has about num_parts / batch pieces: many (a short batch split over every SM)
         # take the wide combine, whose CTA's warps share one row's pieces (combine.cu).

@@ -6,12 +6,7 @@
 set -u
 OUT=${OUT:-/tmp/cupymla-out}; mkdir -p "$OUT"
 export PYTHONPATH=.
-step() {  # step NAME TIMEOUT CMD...
-  local name=$1 t=$2; shift 2
-  local t0=$SECONDS
-  timeout "$t" "$@" > "$OUT/$name.log" 2>&1; local rc=$?
-  printf '%-12s rc=%-3s %4ss  %s\n' "$name" "$rc" "$((SECONDS - t0))" "$(tail -1 "$OUT/$name.log")" | tee -a "$OUT/summary.txt"
-}
+source bench/step.sh
 nvidia-smi --query-gpu=name,clocks.max.sm,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 git log --oneline -1 2>/dev/null | tee -a "$OUT/gpu.txt"
 step suite 200 python3 -m pytest tests -m gpu -q -x

@@ -2,11 +2,7 @@
 # Session 11: 16-bit partials on by default for the seesaw plans: validate, A/B, full run.
 set -u
 OUT=${OUT:-/tmp/o}; mkdir -p "$OUT"; export PYTHONPATH=.
-step() {  # step NAME TIMEOUT CMD...
-  local name=$1 t=$2; shift 2; local t0=$SECONDS
-  timeout "$t" "$@" > "$OUT/$name.log" 2>&1; local rc=$?
-  printf '%-10s rc=%-3s %4ss  %s\n' "$name" "$rc" "$((SECONDS - t0))" "$(tail -1 "$OUT/$name.log")"
-}
+source bench/step.sh
 step suite 200 python3 -m pytest tests -m gpu -q -x
 grep -E "^(FAILED|E )" "$OUT/suite.log" | head -5
 step check 60 python3 -m cupymla check

@@ -2,11 +2,7 @@
 # Session 11: the 64-token seesaw on pages of 32 (two 32-row boxes a slice): tests, A/B, memcheck, suite.
 set -u
 OUT=${OUT:-/tmp/o}; mkdir -p "$OUT"; export PYTHONPATH=.
-step() {  # step NAME TIMEOUT CMD...
-  local name=$1 t=$2; shift 2; local t0=$SECONDS
-  timeout "$t" "$@" > "$OUT/$name.log" 2>&1; local rc=$?
-  printf '%-10s rc=%-3s %4ss  %s\n' "$name" "$rc" "$((SECONDS - t0))" "$(tail -1 "$OUT/$name.log")"
-}
+source bench/step.sh
 step pages 120 python3 -m pytest tests/test_gpu_decode.py tests/test_gpu_partials.py -q -x -k "page_sizes or partials"
 grep -E "^(FAILED|E )" "$OUT/pages.log" | head -5
 timeout 150 bash bench/ab_env.sh "--configs 0,1,3,9,12 --page-size 32" 2 CUPYMLA_SEESAW64_P32=0 - 2>&1 | tee "$OUT/ab.log" | grep -v "^== check" | grep -v "^b" ; grep "^== check" "$OUT/ab.log"

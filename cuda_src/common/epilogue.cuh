@@ -10,7 +10,8 @@ __device__ __forceinline__ void finish_row(float row_max_log2, float l, bool who
 }
 
 // A query row's destination from column col0 on: 2-value pieces of `out` (elements) for a
-// sequence covered whole, of o_accum (fp32) for a piece of a split one; and its lse slot.
+// sequence covered whole, of o_accum for a piece of a split one (fp32 pairs in `acc`, or with
+// MLA_ACC16 element pairs in `out`, the same stores as a whole sequence's); and its lse slot.
 struct RowOut {
     u32* out;
     float2* acc;

@@ -22,6 +22,7 @@ struct DecodeParams {
     void* out;              // [b, s_q, h_q, 512]
     float* lse;             // [b, h_q, s_q], contiguous
     float* o_accum;         // [2 * num_parts, h_kv, rows, 512]: partial results of split sequences
+                            // (fp32, or with MLA_ACC16 the element type from the same start)
     float* lse_accum;       // [2 * num_parts, h_kv, rows]
     long long q_stride_b, q_stride_s, q_stride_h;          // in elements
     long long k_stride_page, k_stride_row, k_stride_head;  // in elements

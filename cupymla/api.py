@@ -61,7 +61,8 @@ def _plan(device_id: int, rows: int, h_kv: int, head_dim: int = 576):
 def _partials_16bit(cfg) -> bool:
     """Whether a plan whose kernel is `cfg` stores split sequences' partial results in the element
     type instead of fp32 (MLA_ACC16): on the seesaw kernels, unless CUPYMLA_PARTIALS=fp32. The
-    output's error grows by about a third (bench/acc_error.py; README, "Accuracy")."""
+    output's error grows by a third to a half (bench/acc_error.py; README, "Supported GPUs and
+    dtypes")."""
     if os.environ.get("CUPYMLA_PARTIALS", "").strip().lower() == "fp32":
         return False
     return bool(cfg.is_seesaw or cfg.is_seesaw64)
@@ -324,8 +325,8 @@ class _DecodePlan:
         # take the wide combine, whose CTA's warps share one row's pieces (combine.cu).
         wide = self.num_parts > 16 * shape.batch
         # Split sequences' partial results in 16 bits (MLA_ACC16, common/params.cuh) where that
-        # measured faster: the seesaw kernels (h_q128 4K -1.8%, b32 -8%; the narrow kernel's b1
-        # +4%). Every launcher of the plan and its combine are built alike.
+        # measured faster: the seesaw kernels (H200: h_q128 4K -1.6%, b32 -6.4%; on the narrow
+        # kernel b1 was +4%). Every launcher of the plan and its combine are built alike.
         self.acc16 = _partials_16bit(cfg)
         combine = kernels.get_function(shape.device, "combine.cu",
                                        {"MLA_FP16": int(shape.dtype == FP16), "MLA_COMBINE_WIDE": int(wide),

@@ -415,7 +415,7 @@ def _variants_for(arch: str):
     for fp16 in (0, 1):
         for cfg in all_decode_configs(cc):
             # 16-bit partials (MLA_ACC16, api._partials_16bit): the seesaw kernels use them, the
-            # portable kernel as the fallback of a seesaw plan (page size 1), the others not.
+            # portable kernel when it stands in for a seesaw plan (no tensor map), the others not.
             acc16 = (1,) if cfg.is_seesaw or cfg.is_seesaw64 else (0, 1) if cfg.path == "sm80" else (0,)
             for a in acc16:
                 extra = {"MLA_ACC16": 1} if a else {}

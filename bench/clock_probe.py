@@ -20,6 +20,7 @@ import numpy as np
 
 import cupymla
 from cupymla import kernels, scheduler
+from cupymla.benchmark import Gpu
 from tests.gpu_cases import make_inputs, seqlens_for
 
 def main(b=128, s_q=1, h_q=128, s_k=16384, calls=30, varlen=1):
@@ -39,15 +40,8 @@ def main(b=128, s_q=1, h_q=128, s_k=16384, calls=30, varlen=1):
     def call():
         return cupymla.flash_mla_with_kvcache(inp["q"], inp["k_cache"], inp["block_table"],
                                               inp["cache_seqlens"], 512, meta, splits, causal=causal)
-    for _ in range(3):
-        call()
-    start, end = cp.cuda.Event(), cp.cuda.Event()
-    start.record()
-    for _ in range(calls):
-        call()
-    end.record()
-    end.synchronize()
-    per_call = cp.cuda.get_elapsed_time(start, end) * 1000 / calls
+    cp.cuda.Device().synchronize()   # the inputs were made on the legacy stream
+    per_call = Gpu(cp, calls, 3, 1.0).back_to_back(lambda i: call(), n=calls)   # no L2 flush
     mod = next(m for k, m in kernels._modules.items() if k[1] == file and dict(k[2]).get("MLA_CLOCKS") == "1")
     ctas = int(meta.shape[0]) * tiles   # parts x m tiles (h_kv = 1)
     t = cp.ndarray((1024, 5), cp.uint64, mod.get_global("mla_clocks")).get()[:ctas].astype(np.int64)

@@ -14,6 +14,7 @@ import numpy as np
 
 import cupymla
 from cupymla import api
+from cupymla.benchmark import Gpu
 from tests.gpu_cases import make_inputs, seqlens_for
 
 
@@ -38,18 +39,12 @@ def main(b=128, s_q=1, h_q=128, s_k=4096, varlen=1, calls=40, rounds=3):
 
     modes = {"as made": real, "empty combine": empty, "no combine": lambda *a: None}
     res = {m: [] for m in modes}
+    gpu = Gpu(cp, calls, 3, 1.0)
+    cp.cuda.Device().synchronize()   # the inputs were made on the legacy stream
     for _ in range(rounds):
         for m, fn in modes.items():
             combine.run = fn
-            for _ in range(3):
-                call()
-            s, e = cp.cuda.Event(), cp.cuda.Event()
-            s.record()
-            for _ in range(calls):
-                call()
-            e.record()
-            e.synchronize()
-            res[m].append(cp.cuda.get_elapsed_time(s, e) * 1000 / calls)
+            res[m].append(gpu.back_to_back(lambda i: call(), n=calls))   # no L2 flush
     combine.run = real
     pieces = np.diff(splits.get())
     print(f"b{b} s_q{s_q} h_q{h_q} s_k{s_k}: split sequences {(pieces > 1).sum()}/{b}, pieces max {pieces.max()}; "

@@ -18,14 +18,21 @@
 #ifndef MLA_COMBINE_WIDE
 #define MLA_COMBINE_WIDE 0
 #endif
+#ifndef MLA_COMBINE_COLS
+#define MLA_COMBINE_COLS 128
+#endif
 
 namespace {
 constexpr int WIDE = MLA_COMBINE_WIDE;
 constexpr int WARPS = WIDE ? 8 : 4;
 constexpr int TASKS_PER_CTA = WIDE ? 1 : 4;
-constexpr int COLS = WIDE ? 128 : 512;        // columns of one CTA
+constexpr int COLS = WIDE ? MLA_COMBINE_COLS : 512;   // columns of one CTA (wide: 128, 256 or 512)
 constexpr int VEC = COLS / 128;               // float4s a lane holds
-constexpr int UNROLL = WIDE ? 8 : 4;          // pieces a warp reads at once
+// Pieces a warp reads at once. The narrow shape's CTAs mostly start together once the decode
+// ends, more of them than fit at once: 2 pieces (most split sequences have 2) instead of 4 cut its
+// registers 96 -> 64, so more are resident (4K h_q128 -0.8%, b32 -2.6%; bench/NOTES.md, session 12).
+constexpr int UNROLL = WIDE ? 8 * 128 / COLS : 2;
+static_assert(COLS == 128 || COLS == 256 || COLS == 512, "MLA_COMBINE_COLS: 128, 256 or 512");
 
 __device__ __forceinline__ void fma_into(float4& acc, float w, const float4& v) {
     acc.x += w * v.x; acc.y += w * v.y; acc.z += w * v.z; acc.w += w * v.w;
@@ -57,24 +64,34 @@ __device__ __forceinline__ float reduce(float v, float* slots) {
 }
 __device__ __forceinline__ void zero(float4& v) { v = make_float4(0.f, 0.f, 0.f, 0.f); }
 
+// A lane's 4 columns of one piece as stored: fp32, or with MLA_ACC16 four 16-bit values kept
+// packed until they are weighed (half the registers: more CTAs resident at once).
+#if MLA_ACC16
+typedef uint2 raw4;
+__device__ __forceinline__ float4 unpack4(const uint2& w) {
+    float4 v;
+    unpack2(w.x, v.x, v.y);
+    unpack2(w.y, v.z, v.w);
+    return v;
+}
+#else
+typedef float4 raw4;
+__device__ __forceinline__ float4 unpack4(const float4& v) { return v; }
+#endif
+
 // The values of pieces k0, k0 + step, ... (UNROLL of them; zeros past the last) of this lane.
 __device__ __forceinline__ void load_values(const CombineParams& p, long long first, long long stride, int col0,
-                                            int lane, int k0, int step, int pieces, float4 (&v)[UNROLL][VEC]) {
+                                            int lane, int k0, int step, int pieces, raw4 (&v)[UNROLL][VEC]) {
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
         const int k = k0 + u * step;
         const long long at = (first + k * stride) * 512 + col0;
-        const float4* src = reinterpret_cast<const float4*>(p.o_accum + at) + lane;
-        const uint2* src16 = reinterpret_cast<const uint2*>(reinterpret_cast<const u16*>(p.o_accum) + at) + lane;
+        const raw4* src = MLA_ACC16 ? reinterpret_cast<const raw4*>(reinterpret_cast<const u16*>(p.o_accum) + at) + lane
+                                    : reinterpret_cast<const raw4*>(p.o_accum + at) + lane;
 #pragma unroll
         for (int j = 0; j < VEC; ++j) {
-            if (k >= pieces) zero(v[u][j]);
-            else if (!MLA_ACC16) v[u][j] = src[j * 32];
-            else {
-                const uint2 w = src16[j * 32];
-                unpack2(w.x, v[u][j].x, v[u][j].y);
-                unpack2(w.y, v[u][j].z, v[u][j].w);
-            }
+            if (k >= pieces) v[u][j] = raw4{};
+            else v[u][j] = src[j * 32];
         }
     }
 }
@@ -84,7 +101,7 @@ __device__ __forceinline__ void store(u16* out, const float4& v) {
 }
 
 extern "C" __global__ void __launch_bounds__(WARPS * 32) mla_combine(const CombineParams p) {
-    __shared__ float4 partial[WIDE ? WARPS : 1][32];
+    __shared__ float4 partial[WIDE ? WARPS : 1][VEC][32];
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int b = blockIdx.y;
     const int task = WIDE ? blockIdx.x : blockIdx.x * TASKS_PER_CTA + warp;   // over h_kv * rows
@@ -102,7 +119,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) mla_combine(const Combi
     const int step = WIDE ? WARPS : 1, k_begin = WIDE ? warp : 0;
     // The first UNROLL pieces' values do not depend on the lse: ask for them before its
     // reductions, one memory round trip fewer (b8 h_q128 32K: 17.8 -> 10.3 us; bench/NOTES.md).
-    float4 v[UNROLL][VEC];
+    raw4 v[UNROLL][VEC];
     load_values(p, first, stride, col0, lane, k_begin, step, pieces, v);
 
     // The total lse. Narrow: each warp works it out alone (a few pieces, no barrier). Wide: the
@@ -140,19 +157,23 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) mla_combine(const Combi
         for (int u = 0; u < UNROLL; ++u) {
             const float w = __expf(lk[u] - lse);
 #pragma unroll
-            for (int j = 0; j < VEC; ++j) fma_into(acc[j], w, v[u][j]);
+            for (int j = 0; j < VEC; ++j) fma_into(acc[j], w, unpack4(v[u][j]));
         }
-    }
-    if (WIDE) {   // add up the warps' sums; warp 0 writes
-        partial[warp][lane] = acc[0];
-        __syncthreads();
-        if (warp != 0) return;
-#pragma unroll
-        for (int w = 1; w < WARPS; ++w) add_into(acc[0], partial[w][lane]);
     }
     const int s = row / p.heads_per_kv, h = g * p.heads_per_kv + row % p.heads_per_kv;
     u16* out = static_cast<u16*>(p.out) + b * p.o_stride_b + s * p.o_stride_s + h * p.o_stride_h + col0;
+    if (lane == 0 && (!WIDE || warp == 0) && col0 == 0) p.lse[((long long)b * p.h_q + h) * p.s_q + s] = lse;
+    if (WIDE) {   // add up the warps' sums: warp j adds and writes the lanes' float4 j
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) partial[warp][j][lane] = acc[j];
+        __syncthreads();
+        if (warp >= VEC) return;
+        float4 sum = partial[0][warp][lane];
+#pragma unroll
+        for (int w = 1; w < WARPS; ++w) add_into(sum, partial[w][warp][lane]);
+        store(out + warp * 128 + lane * 4, sum);
+        return;
+    }
 #pragma unroll
     for (int j = 0; j < VEC; ++j) store(out + j * 128 + lane * 4, acc[j]);
-    if (lane == 0 && col0 == 0) p.lse[((long long)b * p.h_q + h) * p.s_q + s] = lse;
 }

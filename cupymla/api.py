@@ -68,6 +68,20 @@ def _partials_16bit(cfg) -> bool:
     return bool(cfg.is_seesaw or cfg.is_seesaw64)
 
 
+def _combine_shape(num_parts: int, batch: int, tasks: int, sms: int):
+    """combine.cu's shape for a call: (defines, grid, block). A sequence has about num_parts /
+    batch pieces. Many (a short batch split over every SM) take the wide shape, a CTA's 8 warps
+    sharing one row's pieces; its CTAs hold 256 of the 512 columns (half the CTAs of 128-column
+    ones, fewer waves of them once the decode ends: H200 b4 s_q4 -4%, b8 -1.3%) unless the
+    grid would then not fill the SMs (b1: 16 rows; bench/NOTES.md, session 12). `tasks`: rows of
+    all kv heads of a sequence."""
+    if num_parts > 16 * batch:
+        cols = 256 if 2 * tasks * batch >= sms else 128
+        cols = int(kernels.extra_defines("combine.cu").get("MLA_COMBINE_COLS", cols))   # for comparing
+        return {"MLA_COMBINE_WIDE": 1, "MLA_COMBINE_COLS": cols}, (tasks, batch, 512 // cols), (256,)
+    return {"MLA_COMBINE_WIDE": 0}, (-(-tasks // 4), batch, 1), (128,)
+
+
 def _runs_portable(cfg, page_size: int) -> bool:
     """The Hopper kernel loads the cache through the copy engine only; page size 1 would need 64
     copies per tile slice, so that layout takes the portable kernel (same schedule)."""
@@ -321,18 +335,16 @@ class _DecodePlan:
         self.sub_tiles = cfg.is_seesaw or (cfg.file == "decode_sm90.cu" and self.box_rows == 32) or \
             (cfg.is_seesaw64 and self.box_rows == 32)
         self._portable = None
-        # A sequence has about num_parts / batch pieces: many (a short batch split over every SM)
-        # take the wide combine, whose CTA's warps share one row's pieces (combine.cu).
-        wide = self.num_parts > 16 * shape.batch
+        tasks = shape.h_kv * shape.rows
+        combine_defines, *combine_grid = _combine_shape(self.num_parts, shape.batch, tasks,
+                                                        kernels.device_info(shape.device)["sms"])
         # Split sequences' partial results in 16 bits (MLA_ACC16, common/params.cuh) where that
         # measured faster: the seesaw kernels (H200: h_q128 4K -1.6%, b32 -6.4%; on the narrow
         # kernel b1 was +4%). Every launcher of the plan and its combine are built alike.
         self.acc16 = _partials_16bit(cfg)
         combine = kernels.get_function(shape.device, "combine.cu",
-                                       {"MLA_FP16": int(shape.dtype == FP16), "MLA_COMBINE_WIDE": int(wide),
+                                       {"MLA_FP16": int(shape.dtype == FP16), **combine_defines,
                                         **self._acc16_define(), **kernels.extra_defines("combine.cu")})
-        tasks = shape.h_kv * shape.rows
-        combine_grid = ((tasks, shape.batch, 4), (256,)) if wide else ((-(-tasks // 4), shape.batch, 1), (128,))
         qs, ks = validate.elem_strides(qc), validate.elem_strides(kc)
         # decode_sm90_seesaw64.cu copies q with the copy engine, through a map made once for this
         # layout (it holds no pointer: tma.q_map), where the layout allows one.

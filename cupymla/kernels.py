@@ -422,9 +422,10 @@ def _variants_for(arch: str):
                 yield cfg, {"MLA_FP16": fp16, **extra, **cfg.defines()}, cc
             if cfg.file == "decode_sm90.cu":   # pages of 32: tiles as two sub-tiles (api._DecodePlan)
                 yield cfg, {"MLA_FP16": fp16, **cfg.defines(), "MLA_KV_SUB_ROWS": 32}, cc
-        for wide in (0, 1):
-            yield "combine.cu", {"MLA_FP16": fp16, "MLA_COMBINE_WIDE": wide}, cc
-            yield "combine.cu", {"MLA_FP16": fp16, "MLA_COMBINE_WIDE": wide, "MLA_ACC16": 1}, cc
+        for shape in ({"MLA_COMBINE_WIDE": 0}, {"MLA_COMBINE_WIDE": 1, "MLA_COMBINE_COLS": 128},
+                      {"MLA_COMBINE_WIDE": 1, "MLA_COMBINE_COLS": 256}):   # api._combine_shape
+            yield "combine.cu", {"MLA_FP16": fp16, **shape}, cc
+            yield "combine.cu", {"MLA_FP16": fp16, **shape, "MLA_ACC16": 1}, cc
     yield "metadata.cu", {}, cc
 
 

@@ -15,8 +15,11 @@
 //
 // Same contract, grid and scheduler as the other decode kernels (one CTA per (m tile, kv head,
 // part); split sequences write pieces for combine.cu). The copy engine (TMA) fetches the next
-// tile while the current one is multiplied (two stages), across sequence boundaries too
-// (common/kv_tiles.cuh): thread 0 asks for tile i + 1 as soon as tile i has landed.
+// tiles while the current one is multiplied (two stages), across sequence boundaries too
+// (common/kv_tiles.cuh): thread 0 refills a stage as soon as its tile is multiplied, so that two
+// tiles are in flight while the next is awaited. (With the maps' 256-byte L2 promotion that was
+// 1-2% slower than refilling once the next tile had landed; with 128-byte promotion, which the
+// plan asks for here, it is 1.4-1.8% faster on h_q16 8K/16K: bench/NOTES.md, session 12.)
 //
 // Compile-time configuration: MLA_FP16 (0 = bf16, 1 = fp16), MLA_HEAD_DIM (576 or 512),
 // MLA_BLOCK_M (16 or 32).
@@ -98,6 +101,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_narrow(
         if (cur.b <= b_end) {
             fetch_pages(p, pages, cur);
             load_next(p, sched, cur, pages, sm.k[0], &sm.k_full[0], g, b_end, m0, BLOCK_M);
+            if (cur.b <= b_end) load_next(p, sched, cur, pages, sm.k[1], &sm.k_full[1], g, b_end, m0, BLOCK_M);
         }
     }
     int tiles_done = 0;   // tiles consumed so far: gives each barrier's stage and phase
@@ -140,8 +144,6 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_narrow(
             zero_tail<THREADS>(sk, load_end - t0, KV_TILE);   // plain layout (checked at the top)
             fence_proxy_async();
             __syncthreads();  // the tile landed (and its tail is zeroed) for everyone
-            if (threadIdx.x == 0 && cur.b <= b_end)
-                load_next(p, sched, cur, pages, sm.k[1 - stage], &sm.k_full[1 - stage], g, b_end, m0, BLOCK_M);
             const u64 desc_k = desc_k0 + stage * STAGE_STEP, desc_v = desc_v0 + stage * STAGE_STEP;
 
             // 1. S^T = K Q^T.
@@ -220,9 +222,9 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_narrow(
             wgmma_wait<0>();
 #pragma unroll
             for (int i = 0; i < 8; ++i) reg_fence(o[i]);
-            // The stage is free: refill it now, two tiles ahead, so that two tiles are in flight
-            // while the next one is awaited (refilling after that wait kept only one in flight
-            // and measured 4-7% slower on the memory-bound rows).
+            __syncthreads();  // every warp is done with this stage: refill it, two tiles ahead
+            if (threadIdx.x == 0 && cur.b <= b_end)
+                load_next(p, sched, cur, pages, sm.k[stage], &sm.k_full[stage], g, b_end, m0, BLOCK_M);
         }
         cp_async_wait<0>();
 

@@ -233,7 +233,7 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v,
     if box_rows:
         last_k, made = plan.last_k_map   # one (pointer, map) tuple: swapped whole, so thread-safe
         if last_k != k_ptr:
-            made = tma.k_cache_map(kc, box_rows, plan.sub_tiles, plan.box_slices)
+            made = tma.k_cache_map(kc, box_rows, plan.sub_tiles, plan.box_slices, plan.l2_promotion)
             plan.last_k_map = (k_ptr, made)
         if made is None:   # no cuda-bindings, or the driver refused this layout
             decode, box_rows = plan.portable(), 0
@@ -328,6 +328,10 @@ class _DecodePlan:
         # of one copy: the 64-token seesaw copies a tile slice by slice, the others all at once.
         self.box_rows = 32 if cfg.is_seesaw else tma.box_rows_for(shape.page_size) if cfg.path == "sm90" else 0
         self.box_slices = 1 if cfg.is_seesaw64 else shape.head_dim // 64
+        # The copies' L2 promotion. 256 B streams random pages from DRAM at ~4.1 TB/s, 128 B at
+        # ~4.5 (bench/tma_order.py): the narrow kernel (memory-bound rows) takes 128; the seesaw
+        # kernels, whose two m tiles share each page through L2, measured 1-2% slower with it.
+        self.l2_promotion = 128 if cfg.path == "sm90" and cfg.block_m < 64 else 256
         # Pages of 32 on the 64-row kernel: one copy a page, tiles stored as two 32-row sub-tiles,
         # a kernel variant of its own (MLA_KV_SUB_ROWS in decode_sm90.cu). The seesaw kernel
         # always reads 32-token tiles with the 5-D map; the 64-token one, on pages of 32, two

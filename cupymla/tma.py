@@ -21,6 +21,7 @@ dimensions count 16-byte steps from there, so the kernel reaches any q by coordi
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 
@@ -30,6 +31,8 @@ _CACHE: OrderedDict = OrderedDict()
 _LOCK = threading.Lock()
 _CACHE_SIZE = 256          # maps kept; one per layer's cache in a typical engine
 ZERO_MAP = [0] * 16
+# CUPYMLA_L2_PROMOTION (bytes: 0, 64, 128, 256), for comparing: one L2 promotion for every map.
+_PROMOTION_ENV = os.environ.get("CUPYMLA_L2_PROMOTION", "").strip()
 
 
 def box_rows_for(page_size: int) -> int:
@@ -38,17 +41,19 @@ def box_rows_for(page_size: int) -> int:
     return min(page_size, 64) if page_size >= 16 else 0
 
 
-def k_cache_map(k_cache, box_rows: int, sub_tiles: bool = False, box_slices: int = 0):
+def k_cache_map(k_cache, box_rows: int, sub_tiles: bool = False, box_slices: int = 0, promotion: int = 256):
     """``(words, rank)``: the 16 words of a map over k_cache [num_pages, page_size, h_kv, d] and
     its rank (5 or 4, see the module docstring), 128-byte swizzle; None if it cannot be made.
     ``sub_tiles``: for pages of 32, the kernel reads tiles stored as two 32-row sub-tiles only
     (decode_sm90.cu compiled with MLA_KV_SUB_ROWS=32), so only the 5-D map will do.
     ``box_slices``: 64-column slices a 5-D box holds (0: all, d / 64; decode_sm90_seesaw64.cu asks
-    for 1 and has no 4-D fallback)."""
+    for 1 and has no 4-D fallback). ``promotion``: the copies' L2 promotion in bytes (api._DecodePlan
+    says which kernel streams faster with which)."""
     box_slices = box_slices or int(k_cache.shape[3]) // 64
+    promotion = int(_PROMOTION_ENV) if _PROMOTION_ENV else promotion
     key = (k_cache.data.ptr, tuple(k_cache.shape), tuple(k_cache.strides), k_cache.dtype.str, box_rows,
-           sub_tiles, box_slices, k_cache.device.id)
-    return _cached(key, lambda: _encode(k_cache, box_rows, sub_tiles, box_slices))
+           sub_tiles, box_slices, promotion, k_cache.device.id)
+    return _cached(key, lambda: _encode(k_cache, box_rows, sub_tiles, box_slices, promotion))
 
 
 # The q map's base address and its 16-byte-step dimensions: (steps from the base) = lo + 2^31 hi
@@ -92,25 +97,27 @@ def _cached(key, make):
     return made
 
 
-def _encode(k_cache, box_rows, sub_tiles, box_slices):
+def _encode(k_cache, box_rows, sub_tiles, box_slices, promotion):
     num_pages, page_size, h_kv, d = (int(x) for x in k_cache.shape)
     sp, sr, sh, _ = (int(s) for s in k_cache.strides)
     if box_rows == 64 or (box_rows == 32 and sub_tiles):   # (64 columns, rows, slices, heads, pages)
         words = _encode_tiled(k_cache, [64, page_size, d // 64, h_kv, num_pages], [sr, 128, sh, sp],
-                              [64, box_rows, box_slices, 1, 1])
+                              [64, box_rows, box_slices, 1, 1], promotion=promotion)
         if words is not None:
             return words, 5
         if box_slices != d // 64:
             return None   # decode_sm90_seesaw64.cu reads slice boxes only: the host runs the portable kernel
         if sub_tiles and box_rows == 32:
             return None   # that kernel variant reads sub-tiles only: the host runs the portable one
-    words = _encode_tiled(k_cache, [d, h_kv, page_size, num_pages], [sh, sr, sp], [64, 1, box_rows, 1])
+    words = _encode_tiled(k_cache, [d, h_kv, page_size, num_pages], [sh, sr, sp], [64, 1, box_rows, 1],
+                          promotion=promotion)
     return None if words is None else (words, 4)
 
 
-def _encode_tiled(arr, dims, strides, box, base=None):
+def _encode_tiled(arr, dims, strides, box, base=None, promotion=256):
     """cuTensorMapEncodeTiled over arr's data (or from address ``base``), arr's dtype, 128-byte
-    swizzle, zeros outside; the map's 16 words, or None."""
+    swizzle, zeros outside, L2 promotion of ``promotion`` bytes (0, 64, 128, 256); the map's 16
+    words, or None."""
     try:
         from cuda.bindings import driver as cu
     except ImportError:
@@ -125,7 +132,8 @@ def _encode_tiled(arr, dims, strides, box, base=None):
             [u32(1)] * len(dims),
             cu.CUtensorMapInterleave.CU_TENSOR_MAP_INTERLEAVE_NONE,
             cu.CUtensorMapSwizzle.CU_TENSOR_MAP_SWIZZLE_128B,
-            cu.CUtensorMapL2promotion.CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+            getattr(cu.CUtensorMapL2promotion,
+                    f"CU_TENSOR_MAP_L2_PROMOTION_L2_{promotion}B" if promotion else "CU_TENSOR_MAP_L2_PROMOTION_NONE"),
             cu.CUtensorMapFloatOOBfill.CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
         )
     except Exception:  # noqa: BLE001 - no driver library, an old binding: use the fallback

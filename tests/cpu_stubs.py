@@ -175,7 +175,7 @@ def install_stubs(setattr=setattr, record=True):
                                                        "smem_optin": 227 * 1024, "smem_per_sm": 228 * 1024})
     fn = types.SimpleNamespace(kernel=types.SimpleNamespace(ptr=0xF00D), num_regs=128)
     setattr(kernels, "get_function", lambda *a, **k: fn)
-    setattr(tma, "k_cache_map", lambda k_cache, box_rows, sub_tiles=False, box_slices=0: ([0x1234] * 16, 5))
+    setattr(tma, "k_cache_map", lambda k_cache, box_rows, sub_tiles=False, box_slices=0, promotion=256: ([0x1234] * 16, 5))
     setattr(launch, "_launch_kernel", _fake_launch if record else _noop)
     setattr(launch, "_cupy_launch_kernel", False if record else (_noop, RuntimeError))
     setattr(launch, "_launch_kernel_ex", _fake_launch_ex if record else _noop)

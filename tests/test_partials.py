@@ -52,3 +52,26 @@ def test_16bit_partials_where_measured_faster(monkeypatch, h_q, page_size, env, 
     for file, defines in built:
         if file in launched:
             assert ("MLA_ACC16" in defines) == want and defines.get("MLA_ACC16", 1) == 1, (file, defines)
+
+
+@pytest.mark.parametrize("h_q, want", [(16, 128), (32, 128), (64, 256), (128, 256)])
+def test_l2_promotion_by_kernel(monkeypatch, h_q, want):
+    """The tensor map's L2 promotion the plan asks for (api._DecodePlan.l2_promotion): 128 bytes
+    for the narrow kernel, 256 for the seesaw kernels."""
+    cpu_stubs.install_stubs(monkeypatch.setattr)
+    asked = []
+    monkeypatch.setattr(api.tma, "k_cache_map",
+                        lambda k, rows, sub=False, slices=0, promotion=256: asked.append(promotion) or ([0] * 16, 5))
+    monkeypatch.setattr(api, "_PLANS", {})
+    fn = types.SimpleNamespace(kernel=types.SimpleNamespace(ptr=0xF00D), num_regs=128)
+    monkeypatch.setattr(kernels, "get_function", lambda device, file, defines=None, smem=0: fn)
+    stream = cpu_stubs.FakeStream()
+    monkeypatch.setattr(cpu_stubs, "CURRENT", stream)
+    monkeypatch.setattr(api.arrays._cupy.cuda, "get_current_stream", lambda device_id=None: stream)
+    _, num_parts = api._plan(0, h_q, 1)
+    api.flash_mla_with_kvcache(
+        q=cpu_stubs.empty((B, 1, h_q, 576), BF16), k_cache=cpu_stubs.empty((PAGES, 64, 1, 576), BF16),
+        block_table=cpu_stubs.empty((B, 8), np.int32), cache_seqlens=cpu_stubs.empty((B,), np.int32),
+        head_dim_v=512, tile_scheduler_metadata=cpu_stubs.empty((num_parts, 8), np.int32),
+        num_splits=cpu_stubs.empty((B + 1,), np.int32))
+    assert asked == [want]

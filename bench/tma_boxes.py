@@ -21,7 +21,8 @@ import numpy as np
 
 from cupymla import tma
 
-SRC = r"""
+# Shared-memory address and mbarrier wait, also used by bench/tma_order.py.
+HELPERS = r"""
 __device__ __forceinline__ unsigned sa(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
 __device__ __forceinline__ void wait(unsigned bar, unsigned parity) {
     unsigned done = 0;
@@ -29,6 +30,9 @@ __device__ __forceinline__ void wait(unsigned bar, unsigned parity) {
         asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
                      "selp.u32 %0, 1, 0, p;\n}" : "=r"(done) : "r"(bar), "r"(parity) : "memory");
 }
+"""
+
+SRC = HELPERS + r"""
 __device__ __forceinline__ void box(unsigned dst, const void* map, unsigned bar, int row, int slice, int page) {
     asm volatile("cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
                  " [%0], [%1, {%2, %3, %4, %5, %6}], [%7];"

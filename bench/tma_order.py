@@ -23,16 +23,10 @@ import cupy as cp
 import ml_dtypes
 import numpy as np
 
+from bench.tma_boxes import HELPERS
 from cupymla import tma
 
-SRC = r"""
-__device__ __forceinline__ unsigned sa(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
-__device__ __forceinline__ void wait(unsigned bar, unsigned parity) {
-    unsigned done = 0;
-    while (!done)
-        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-                     "selp.u32 %0, 1, 0, p;\n}" : "=r"(done) : "r"(bar), "r"(parity) : "memory");
-}
+SRC = HELPERS + r"""
 extern "C" __global__ void stream_pages(const unsigned long long* map, const int* pages, int num_pages,
                                         int per_cta, int slots, int evict_first) {
     extern __shared__ __align__(1024) unsigned char smem[];

@@ -1,12 +1,13 @@
 // Merges the pieces of split sequences: lse = log(sum_i exp(lse_i)), out = sum_i exp(lse_i - lse) o_i.
 // Sequences the scheduler left whole were written by the decode kernel itself and are skipped.
 //
-// Two shapes, chosen by the host from how many pieces a sequence has (about num_parts / batch):
+// Two shapes, chosen by the host (api._combine_shape) from how many pieces a sequence has (about
+// num_parts / batch):
 // * MLA_COMBINE_WIDE = 0 (many sequences, few pieces each): a warp per (sequence, kv head, row),
 //   four to a CTA, each lane owning 16 of the 512 columns.
 // * MLA_COMBINE_WIDE = 1 (few sequences split over up to every SM): a CTA per (row, sequence,
-//   128-column quarter), whose 8 warps take the pieces round-robin and add up through shared
-//   memory, each lane owning 4 columns.
+//   MLA_COMBINE_COLS columns: 128 or 256), whose 8 warps take the pieces round-robin and add up
+//   through shared memory, each lane owning 4 columns a 128.
 // Either way a warp reads UNROLL pieces at once, the weights apart from the values, so that the
 // loads do not wait on each other: reading one piece's lse, then its values, then the next
 // (v2) made the b = 1 combine take 11 us, latency after latency. The first UNROLL pieces' values

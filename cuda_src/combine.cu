@@ -31,7 +31,7 @@ constexpr int COLS = WIDE ? MLA_COMBINE_COLS : 512;   // columns of one CTA (wid
 constexpr int VEC = COLS / 128;               // float4s a lane holds
 // Pieces a warp reads at once. The narrow shape's CTAs mostly start together once the decode
 // ends, more of them than fit at once: 2 pieces (most split sequences have 2) instead of 4 cut its
-// registers 96 -> 64, so more are resident (4K h_q128 -0.8%, b32 -2.6%; bench/NOTES.md, session 12).
+// registers 96 -> 56, so more are resident (4K h_q128 -0.8%, b32 -2.6%; bench/NOTES.md, session 12).
 constexpr int UNROLL = WIDE ? 8 * 128 / COLS : 2;
 static_assert(COLS == 128 || COLS == 256 || COLS == 512, "MLA_COMBINE_COLS: 128, 256 or 512");
 

@@ -31,7 +31,8 @@ _CACHE: OrderedDict = OrderedDict()
 _LOCK = threading.Lock()
 _CACHE_SIZE = 256          # maps kept; one per layer's cache in a typical engine
 ZERO_MAP = [0] * 16
-# CUPYMLA_L2_PROMOTION (bytes: 0, 64, 128, 256), for comparing: one L2 promotion for every map.
+# CUPYMLA_L2_PROMOTION (bytes: 0, 64, 128, 256), for comparing: one L2 promotion for every k_cache map
+# (k_cache_map; the q map keeps 256).
 _PROMOTION_ENV = os.environ.get("CUPYMLA_L2_PROMOTION", "").strip()
 
 

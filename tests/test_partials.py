@@ -15,6 +15,25 @@ from tests import cpu_stubs
 B, PAGES = 2, 64
 
 
+def _decode_once(monkeypatch, h_q, page_size):
+    """One bf16 decode call of B sequences on CPU stubs (tests/cpu_stubs.py, installed by the
+    caller), from a fresh plan cache; returns the (file, defines) of every kernel it built."""
+    monkeypatch.setattr(api, "_PLANS", {})
+    built = []
+    fn = types.SimpleNamespace(kernel=types.SimpleNamespace(ptr=0xF00D), num_regs=128)
+    monkeypatch.setattr(kernels, "get_function", lambda device, file, defines=None, smem=0: built.append((file, defines)) or fn)
+    stream = cpu_stubs.FakeStream()
+    monkeypatch.setattr(cpu_stubs, "CURRENT", stream)
+    monkeypatch.setattr(api.arrays._cupy.cuda, "get_current_stream", lambda device_id=None: stream)
+    _, num_parts = api._plan(0, h_q, 1)
+    api.flash_mla_with_kvcache(
+        q=cpu_stubs.empty((B, 1, h_q, 576), BF16), k_cache=cpu_stubs.empty((PAGES, page_size, 1, 576), BF16),
+        block_table=cpu_stubs.empty((B, 8), np.int32), cache_seqlens=cpu_stubs.empty((B,), np.int32),
+        head_dim_v=512, tile_scheduler_metadata=cpu_stubs.empty((num_parts, 8), np.int32),
+        num_splits=cpu_stubs.empty((B + 1,), np.int32))
+    return built
+
+
 @pytest.mark.parametrize("h_q, page_size, env, no_map, want", [
     (128, 64, "", False, True),       # decode_sm90_seesaw64.cu
     (64, 64, "", False, True),        # decode_sm90_seesaw.cu
@@ -28,20 +47,8 @@ def test_16bit_partials_where_measured_faster(monkeypatch, h_q, page_size, env, 
     cpu_stubs.install_stubs(monkeypatch.setattr)
     if no_map:
         monkeypatch.setattr(api.tma, "k_cache_map", lambda *a, **k: None)
-    monkeypatch.setattr(api, "_PLANS", {})
     monkeypatch.setenv("CUPYMLA_PARTIALS", env)
-    built = []
-    fn = types.SimpleNamespace(kernel=types.SimpleNamespace(ptr=0xF00D), num_regs=128)
-    monkeypatch.setattr(kernels, "get_function", lambda device, file, defines=None, smem=0: built.append((file, defines)) or fn)
-    stream = cpu_stubs.FakeStream()
-    monkeypatch.setattr(cpu_stubs, "CURRENT", stream)
-    monkeypatch.setattr(api.arrays._cupy.cuda, "get_current_stream", lambda device_id=None: stream)
-    _, num_parts = api._plan(0, h_q, 1)
-    api.flash_mla_with_kvcache(
-        q=cpu_stubs.empty((B, 1, h_q, 576), BF16), k_cache=cpu_stubs.empty((PAGES, page_size, 1, 576), BF16),
-        block_table=cpu_stubs.empty((B, 8), np.int32), cache_seqlens=cpu_stubs.empty((B,), np.int32),
-        head_dim_v=512, tile_scheduler_metadata=cpu_stubs.empty((num_parts, 8), np.int32),
-        num_splits=cpu_stubs.empty((B + 1,), np.int32))
+    built = _decode_once(monkeypatch, h_q, page_size)
     (plan,) = api._PLANS.values()
     assert plan.acc16 == want
     # What the call launched: the combine and the plan's decode kernel, or its portable one. (Pages
@@ -62,16 +69,5 @@ def test_l2_promotion_by_kernel(monkeypatch, h_q, want):
     asked = []
     monkeypatch.setattr(api.tma, "k_cache_map",
                         lambda k, rows, sub=False, slices=0, promotion=256: asked.append(promotion) or ([0] * 16, 5))
-    monkeypatch.setattr(api, "_PLANS", {})
-    fn = types.SimpleNamespace(kernel=types.SimpleNamespace(ptr=0xF00D), num_regs=128)
-    monkeypatch.setattr(kernels, "get_function", lambda device, file, defines=None, smem=0: fn)
-    stream = cpu_stubs.FakeStream()
-    monkeypatch.setattr(cpu_stubs, "CURRENT", stream)
-    monkeypatch.setattr(api.arrays._cupy.cuda, "get_current_stream", lambda device_id=None: stream)
-    _, num_parts = api._plan(0, h_q, 1)
-    api.flash_mla_with_kvcache(
-        q=cpu_stubs.empty((B, 1, h_q, 576), BF16), k_cache=cpu_stubs.empty((PAGES, 64, 1, 576), BF16),
-        block_table=cpu_stubs.empty((B, 8), np.int32), cache_seqlens=cpu_stubs.empty((B,), np.int32),
-        head_dim_v=512, tile_scheduler_metadata=cpu_stubs.empty((num_parts, 8), np.int32),
-        num_splits=cpu_stubs.empty((B + 1,), np.int32))
+    _decode_once(monkeypatch, h_q, 64)
     assert asked == [want]

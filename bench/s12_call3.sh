@@ -8,12 +8,7 @@ source bench/step.sh
 C=combine.cu
 V1="CUPYMLA_DEFINES=$C:MLA_COMBINE_UNROLL=2"
 V2="CUPYMLA_DEFINES=$C:MLA_COMBINE_UNROLL=2,$C:MLA_COMBINE_MIN_CTAS=10"
-for v in - "$V1" "$V2"; do
-    e=$([ "$v" = "-" ] && echo "" || echo "$v")
-    for shape in "128 1 128 4096 1" "128 2 128 4096 1" "32 1 128 1024 1" "128 4 16 8192 1"; do
-        echo "$v | $(env $e timeout 60 python3 bench/combine_share.py $shape 2>&1 | tail -1)"
-    done
-done | tee $OUT/share.log
+combine_shares "128 1 128 4096 1;128 2 128 4096 1;32 1 128 1024 1;128 4 16 8192 1" - "$V1" "$V2" | tee $OUT/share.log
 step ab 400 bash bench/ab_env.sh "--configs 0,3,12,13,11" 3 - "$V1" "$V2"
 echo; grep -E "^== check" $OUT/ab.log; echo
 python3 bench/ab_summary.py $OUT/ab.log

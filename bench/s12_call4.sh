@@ -9,12 +9,7 @@ step suite 300 python3 -m pytest tests -m gpu -q -x
 C=combine.cu
 V1="CUPYMLA_DEFINES=$C:MLA_COMBINE_COLS=256"
 V2="CUPYMLA_DEFINES=$C:MLA_COMBINE_COLS=512"
-for v in - "$V1" "$V2"; do
-    e=$([ "$v" = "-" ] && echo "" || echo "$v")
-    for shape in "8 1 128 32768 0" "1 1 16 65536 0" "16 1 128 8192 1"; do
-        echo "$v | $(env $e timeout 60 python3 bench/combine_share.py $shape 2>&1 | tail -1)"
-    done
-done | tee $OUT/share.log
+combine_shares "8 1 128 32768 0;1 1 16 65536 0;16 1 128 8192 1" - "$V1" "$V2" | tee $OUT/share.log
 step ab 300 bash bench/ab_env.sh "--configs 9,10,11" 3 - "$V1" "$V2"
 echo; grep -E "^== check" $OUT/ab.log; echo
 python3 bench/ab_summary.py $OUT/ab.log

@@ -7,3 +7,16 @@ step() {
   timeout "$t" "$@" > "$OUT/$name.log" 2>&1; local rc=$?
   printf '%-12s rc=%-3s %4ss  %s\n' "$name" "$rc" "$((SECONDS - t0))" "$(tail -1 "$OUT/$name.log")" | tee -a "$OUT/summary.txt"
 }
+
+# `combine_shares "SHAPE;SHAPE;..." SETTING...`: bench/combine_share.py for every setting (a
+# space-separated VAR=value list, "-" for none, as in ab_env.sh) and shape, a line each.
+combine_shares() {
+  local shapes=$1 v e shape list; shift
+  IFS=';' read -ra list <<< "$shapes"
+  for v in "$@"; do
+    e=$([ "$v" = "-" ] && echo "" || echo "$v")
+    for shape in "${list[@]}"; do
+      echo "$v | $(env $e timeout 60 python3 bench/combine_share.py $shape 2>&1 | tail -1)"
+    done
+  done
+}

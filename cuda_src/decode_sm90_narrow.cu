@@ -9,20 +9,22 @@
 //     O^T [512 x N]     += V^T [512 x 64] . P^T [64 x N]     (8 of them, one per 64 columns of V;
 //                                                            A = V^T read MN-major from the K tile)
 // Every K/V byte is read from shared memory about once per product, and one warpgroup (128
-// threads) holds O^T in registers (8 x N/2 floats a thread). Softmax runs down the columns: a
-// query row's maximum and sum are reduced over the 64 tokens of the tile (shuffles, then the 4
-// warps through shared memory).
+// threads, the consumers) holds O^T in registers (8 x N/2 floats a thread). Softmax runs down the
+// columns: a query row's maximum and sum are reduced over the 64 tokens of the tile (shuffles,
+// then the 4 warps through shared memory). The exponentials' base moves only when a column's
+// maximum climbs more than LAZY_TAU above it, so most tiles rescale nothing.
 //
 // Same contract, grid and scheduler as the other decode kernels (one CTA per (m tile, kv head,
 // part); split sequences write pieces for combine.cu). The copy engine (TMA) fetches the next
-// tiles while the current one is multiplied (two stages), across sequence boundaries too
-// (common/kv_tiles.cuh): thread 0 refills a stage as soon as its tile is multiplied, so that two
-// tiles are in flight while the next is awaited. (With the maps' 256-byte L2 promotion that was
-// 1-2% slower than refilling once the next tile had landed; with 128-byte promotion, which the
-// plan asks for here, it is 1.4-1.8% faster on h_q16 8K/16K: bench/NOTES.md, session 12.)
+// tiles while the current one is multiplied (two stages, 128-byte L2 promotion: session 12),
+// across sequence boundaries too (common/kv_tiles.cuh). A fifth warp (the producer) asks for
+// each tile as soon as the consumers have released its stage on an mbarrier, so no consumer waits
+// while a copy is being asked for, and a full tile needs no CTA barrier but the softmax's two
+// (bench/NOTES.md, session 13: the refill had cost ~460 clocks of a ~4000-clock tile on warp 0).
 //
 // Compile-time configuration: MLA_FP16 (0 = bf16, 1 = fp16), MLA_HEAD_DIM (576 or 512),
-// MLA_BLOCK_M (16 or 32).
+// MLA_BLOCK_M (16 or 32). Diagnostics (timing only): MLA_FAKE_KV_LOAD (no copies: every tile
+// "lands" at once with stale data, the math alone), MLA_PHASE_CLOCKS (common/clocks.cuh).
 #ifndef MLA_HEAD_DIM
 #define MLA_HEAD_DIM 576
 #endif
@@ -37,13 +39,18 @@
 #ifndef MLA_BLOCK_M
 #define MLA_BLOCK_M 16
 #endif
+#ifndef MLA_FAKE_KV_LOAD
+#define MLA_FAKE_KV_LOAD 0
+#endif
 
 namespace {
 
 constexpr int D = MLA_HEAD_DIM;
 constexpr int BLOCK_M = MLA_BLOCK_M;         // query rows: the N of every wgmma
 constexpr int BLOCK_N = KV_TILE;             // tokens a tile: the M of every wgmma
-constexpr int THREADS = 128;
+constexpr int CONSUMERS = 128;              // one warpgroup does the math
+constexpr int THREADS = CONSUMERS + 32;      // and a fifth warp asks for the tiles (kernels.py mirrors it)
+constexpr float LAZY_TAU = 8.f;              // P <= 2^8: far from overflow in bf16/fp16 and the fp32 sums
 constexpr int SLICES = KV_SLICES;
 constexpr int SLICE = KV_SLICE;
 constexpr int Q_SLICE = BLOCK_M * 64;        // elements in one slice of Q
@@ -60,6 +67,7 @@ struct __align__(1024) Smem {
     float col_max[4][BLOCK_M];               // per warp, exchanged each tile
     float col_sum[4][BLOCK_M];
     unsigned long long k_full[2];            // the tile of stage s has landed
+    unsigned long long k_empty[2];           // every consumer is done with stage s
 };
 
 // Accumulator layout of m64nN (tokens x query rows): thread (warp, lane = 4 gq + tq) holds tokens
@@ -67,6 +75,9 @@ struct __align__(1024) Smem {
 // columns are numbered c = 2 j + e < COLS; element [acc_index(c, h)].
 __device__ __forceinline__ int col_of(int c, int tq) { return 8 * (c / 2) + 2 * tq + c % 2; }
 __device__ __forceinline__ int acc_index(int c, int h) { return 4 * (c / 2) + 2 * h + c % 2; }
+
+// The consumers' barrier (the producer warp does not take part).
+__device__ __forceinline__ void consumers_sync() { bar_sync(1, CONSUMERS); }
 
 template <int TRANS_A>
 __device__ __forceinline__ void wgmma_n(float (&d)[ACC], u64 desc_a, u64 desc_b, int accumulate) {
@@ -91,20 +102,31 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_narrow(
     const int* sched = p.sched + part * 8;
     const int b_begin = sched[0], b_end = sched[2];
 
-    Cursor cur;
-    int pages[KV_MAX_PAGES];
     if (threadIdx.x == 0) {
         mbar_init(&sm.k_full[0], 1);
         mbar_init(&sm.k_full[1], 1);
+        mbar_init(&sm.k_empty[0], CONSUMERS);
+        mbar_init(&sm.k_empty[1], CONSUMERS);
         mbar_init_fence();
-        cur = seek(p, sched, b_begin, b_end, m0, BLOCK_M);
-        if (cur.b <= b_end) {
-            fetch_pages(p, pages, cur);
-            load_next(p, sched, cur, pages, sm.k[0], &sm.k_full[0], g, b_end, m0, BLOCK_M);
-            if (cur.b <= b_end) load_next(p, sched, cur, pages, sm.k[1], &sm.k_full[1], g, b_end, m0, BLOCK_M);
+    }
+    __syncthreads();   // the barriers' init is seen by all (the CTA's only barrier with the producer)
+    if (threadIdx.x >= CONSUMERS) {
+        // The producer: every tile of the part in the order the consumers take them (the
+        // Cursor's walk), each as soon as its stage is free.
+        if (threadIdx.x == CONSUMERS) {
+            int pages[KV_MAX_PAGES];
+            Cursor cur = seek(p, sched, b_begin, b_end, m0, BLOCK_M);
+            if (cur.b <= b_end) fetch_pages(p, pages, cur);
+            for (int n = 0; cur.b <= b_end; ++n) {
+                const int stage = n % 2;
+                if (n >= 2) mbar_wait(&sm.k_empty[stage], (n / 2 - 1) & 1);
+                load_next(p, sched, cur, pages, sm.k[stage], &sm.k_full[stage], g, b_end, m0, BLOCK_M);
+            }
         }
+        return;
     }
     int tiles_done = 0;   // tiles consumed so far: gives each barrier's stage and phase
+    PhaseClock phase;     // MLA_PHASE_CLOCKS only
 
     // wgmma descriptors of the operand bases, made once; a k step or a stage adds a constant to
     // the address field (16-byte units), which is far cheaper than rebuilding a descriptor.
@@ -131,22 +153,32 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_narrow(
 #pragma unroll
         for (int c = 0; c < COLS; ++c) col_max[c] = -inf_f(), col_sum[c] = 0.f;
 
-        __syncthreads();  // the previous sequence is done with q (and barrier init is seen)
-        if (num_tiles > 0) load_q<THREADS, BLOCK_M>(p, sm.q, b, g, m0);
+        consumers_sync();  // the previous sequence is done with q
+        if (num_tiles > 0) load_q<CONSUMERS, BLOCK_M>(p, sm.q, b, g, m0);
         cp_async_commit();
+        phase.mark(7);
 
         for (int it = 0; it < num_tiles; ++it, ++tiles_done) {
             const int t0 = pc.start + it * BLOCK_N;
             const int stage = tiles_done % 2;
             elem_t* sk = sm.k[stage];
             cp_async_wait<0>();   // q (first tile only)
+#if !MLA_FAKE_KV_LOAD   // diagnostic (timing only): every tile "lands" at once, with stale data
             mbar_wait(&sm.k_full[stage], (tiles_done / 2) & 1);
-            zero_tail<THREADS>(sk, load_end - t0, KV_TILE);   // plain layout (checked at the top)
-            fence_proxy_async();
-            __syncthreads();  // the tile landed (and its tail is zeroed) for everyone
+#endif
+            phase.mark(0);
+            // Every thread waited on the copy itself: a barrier is needed only where threads
+            // wrote what the products read (q on a sequence's first tile, the zeroed tail).
+            if (it == 0 || load_end - t0 < KV_TILE) {
+                zero_tail<CONSUMERS>(sk, load_end - t0, KV_TILE);   // plain layout (checked at the top)
+                fence_proxy_async();
+                consumers_sync();
+            }
+            phase.mark(1);
             const u64 desc_k = desc_k0 + stage * STAGE_STEP, desc_v = desc_v0 + stage * STAGE_STEP;
 
-            // 1. S^T = K Q^T.
+            // 1. S^T = K Q^T. (Consecutive products into one accumulator cost nothing extra:
+            // dealing them to 2 or 4 accumulators measured level, session 13.)
             float s[ACC];
             wgmma_fence();
 #pragma unroll
@@ -158,6 +190,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_narrow(
             wgmma_commit();
             wgmma_wait<0>();
             reg_fence(s);
+            phase.mark(2);
 
             // 2. Softmax down each column: mask, maxima over this thread's two tokens, the 8
             // lanes that share the column, then the 4 warps.
@@ -177,19 +210,34 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_narrow(
                 mx[c] = fmaxf(mx[c], __shfl_xor_sync(0xffffffffu, mx[c], 16));
                 if (gq == 0) sm.col_max[warp][col_of(c, tq)] = mx[c];
             }
-            __syncthreads();
+            consumers_sync();
+            phase.mark(3);
             float rescale[COLS];
             bool moved = false;
+            float m4[COLS];   // a thread's columns come in adjacent pairs: one 8-byte load a pair
+#pragma unroll
+            for (int j = 0; j < COLS / 2; ++j) {
+                float2 m = *reinterpret_cast<const float2*>(&sm.col_max[0][col_of(2 * j, tq)]);
+#pragma unroll
+                for (int w = 1; w < 4; ++w) {
+                    const float2 v = *reinterpret_cast<const float2*>(&sm.col_max[w][col_of(2 * j, tq)]);
+                    m.x = fmaxf(m.x, v.x), m.y = fmaxf(m.y, v.y);
+                }
+                m4[2 * j] = m.x, m4[2 * j + 1] = m.y;
+            }
 #pragma unroll
             for (int c = 0; c < COLS; ++c) {
                 const int col = col_of(c, tq);
-                const float m4 = fmaxf(fmaxf(sm.col_max[0][col], sm.col_max[1][col]),
-                                       fmaxf(sm.col_max[2][col], sm.col_max[3][col]));
-                const float new_max = fmaxf(col_max[c], m4);
-                const float base = new_max == -inf_f() ? 0.f : new_max;   // no key seen yet: avoid inf - inf
+                // col_max is the base of the exponentials, not the running maximum: it moves
+                // only when the maximum climbs more than LAZY_TAU above it (P stays below
+                // 2^LAZY_TAU), so after a sequence's first tiles almost no tile rescales O
+                // (with 32 columns nearly every tile had moved some maximum and rescaled all of O).
+                const float new_max = fmaxf(col_max[c], m4[c]);
+                const float target = new_max > col_max[c] + LAZY_TAU ? new_max : col_max[c];
+                const float base = target == -inf_f() ? 0.f : target;   // no key seen yet: avoid inf - inf
                 rescale[c] = fast_exp2(col_max[c] - base);
                 moved |= rescale[c] != 1.f;
-                col_max[c] = new_max;
+                col_max[c] = target;
                 col_sum[c] *= rescale[c];
                 const float p0 = fast_exp2(s[acc_index(c, 0)] - base), p1 = fast_exp2(s[acc_index(c, 1)] - base);
                 col_sum[c] += p0 + p1;
@@ -198,7 +246,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_narrow(
                 sm.p[swz(BLOCK_M, col, 16 * warp + gq)] = (elem_t)(two & 0xffffu);
                 sm.p[swz(BLOCK_M, col, 16 * warp + gq + 8)] = (elem_t)(two >> 16);
             }
-            // Once the maxima settle, most tiles move none of them: skip the multiplies.
+            // Once the bases settle, most tiles move none of them: skip the multiplies.
             if (__any_sync(0xffffffffu, moved)) {
 #pragma unroll
                 for (int i = 0; i < 8; ++i)
@@ -208,7 +256,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_narrow(
                         for (int h = 0; h < 2; ++h) o[i][acc_index(c, h)] *= rescale[c];
             }
             fence_proxy_async();
-            __syncthreads();  // all of P^T written
+            consumers_sync();  // all of P^T written
+            phase.mark(4);
 
             // 3. O^T += V^T P^T, 64 columns of V at a time.
             wgmma_fence();
@@ -222,9 +271,9 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_narrow(
             wgmma_wait<0>();
 #pragma unroll
             for (int i = 0; i < 8; ++i) reg_fence(o[i]);
-            __syncthreads();  // every warp is done with this stage: refill it, two tiles ahead
-            if (threadIdx.x == 0 && cur.b <= b_end)
-                load_next(p, sched, cur, pages, sm.k[stage], &sm.k_full[stage], g, b_end, m0, BLOCK_M);
+            phase.mark(5);
+            mbar_arrive(&sm.k_empty[stage]);   // this thread is done with the stage: the producer refills it
+            phase.mark(6);
         }
         cp_async_wait<0>();
 
@@ -237,7 +286,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_narrow(
             l += __shfl_xor_sync(0xffffffffu, l, 16);
             if (gq == 0) sm.col_sum[warp][col_of(c, tq)] = l;
         }
-        __syncthreads();
+        consumers_sync();
         const bool whole = pc.pieces <= 1;
         const int slot = whole ? 0 : accum_slot(p.num_splits, b, pc.split);
 #pragma unroll
@@ -261,6 +310,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_narrow(
                 }
             if (warp == 0 && gq == 0) *d.lse = lse;
         }
+        phase.mark(8);
     }
+    phase.store();
     clock_stamp(1);
 }

@@ -104,15 +104,17 @@ class DecodeConfig:
     @property
     def threads(self) -> int:
         if self.path == "sm90":
-            return 384 if self.is_seesaw or self.is_seesaw64 else 256 if self.block_m == 64 else 128
+            if self.block_m < 64:   # the narrow kernel: one warpgroup and a producer warp
+                return 160
+            return 384 if self.is_seesaw or self.is_seesaw64 else 256
         return self.block_m // 16 * self.warps_n * 32
 
     @property
     def smem_bytes(self) -> int:
         if self.path == "sm90" and self.block_m < 64:
             # struct Smem of decode_sm90_narrow.cu: two k stages + q + P^T + per-warp column
-            # max/sum + two mbarriers, padded to 1024 bytes, + 1 KB to align its start.
-            raw = (2 * 64 + self.block_m) * self.head_dim * 2 + self.block_m * 64 * 2 + 2 * 4 * self.block_m * 4 + 2 * 8
+            # max/sum + four mbarriers, padded to 1024 bytes, + 1 KB to align its start.
+            raw = (2 * 64 + self.block_m) * self.head_dim * 2 + self.block_m * 64 * 2 + 2 * 4 * self.block_m * 4 + 4 * 8
             return -(-raw // 1024) * 1024 + 1024
         if self.is_seesaw64:
             # struct Smem of decode_sm90_seesaw64.cu: q + two 64-token tiles + P (d = 512 only: 64 x

@@ -138,19 +138,22 @@ def test_head_dim_512_and_scale():
     check_against_reference(inputs, out, lse, causal=True, softmax_scale=0.3)
 
 
-@pytest.mark.parametrize("h_q,page_size,s_q", [(128, 64, 1), (128, 16, 1), (64, 32, 2), (16, 64, 1)],
-                         ids=["seesaw", "sm90-page16", "seesaw-causal", "narrow"])
-def test_large_logits_rescale(h_q, page_size, s_q):
+@pytest.mark.parametrize("h_q,page_size,s_q,scale", [(128, 64, 1, 100.0), (128, 16, 1, 100.0), (64, 32, 2, 100.0),
+                                                     (16, 64, 1, 100.0), (32, 64, 1, 100.0), (32, 64, 1, 6.0)],
+                         ids=["seesaw", "sm90-page16", "seesaw-causal", "narrow", "narrow32", "narrow32-within-slack"])
+def test_large_logits_rescale(h_q, page_size, s_q, scale):
     """Logits spread over hundreds (softmax_scale 100 on the test data's small q, k): the running
     maxima jump past the kernels' slack on many tiles, so every rescale path runs (O and row sums
-    of both warpgroups, the seesaw's P_A rescale), not only the first tile's."""
+    of both warpgroups, the seesaw's P_A rescale), not only the first tile's. With a smaller
+    scale the maxima also climb by less than the slack, where the exponentials keep an old base
+    and P reaches above 1."""
     rng = np.random.default_rng(31)
     lens = seqlens_for(rng, 3, 1500, s_q, varlen=True)
     inputs = make_inputs(rng, 3, s_q, h_q, 1, lens, page_size, BF16)
     meta, splits = cupymla.get_mla_metadata(inputs["cache_seqlens"], s_q * h_q, 1)
     out, lse = cupymla.flash_mla_with_kvcache(*(inputs[k] for k in ("q", "k_cache", "block_table", "cache_seqlens")),
-                                             512, meta, splits, softmax_scale=100.0, causal=s_q > 1)
-    check_against_reference(inputs, out, lse, causal=s_q > 1, softmax_scale=100.0)
+                                             512, meta, splits, softmax_scale=scale, causal=s_q > 1)
+    check_against_reference(inputs, out, lse, causal=s_q > 1, softmax_scale=scale)
 
 
 def test_lazy_metadata_reused_and_checked():

@@ -125,11 +125,13 @@ def test_seesaw64_knobs_compile(cache, defines):
     assert "serialized" not in c.log, c.log
 
 
+@pytest.mark.parametrize("knob", ["MLA_CLOCKS", "MLA_PHASE_CLOCKS", "MLA_FAKE_KV_LOAD"])
 @pytest.mark.parametrize("block_m", [16, 32])
-def test_narrow_clock_stamps_compile(cache, block_m):
-    """decode_sm90_narrow.cu's diagnostics build (MLA_CLOCKS, bench/clock_probe.py) stays spill-free."""
+def test_narrow_diagnostics_compile(cache, block_m, knob):
+    """decode_sm90_narrow.cu's diagnostics builds (MLA_CLOCKS: bench/clock_probe.py,
+    MLA_PHASE_CLOCKS: bench/phase_probe.py, MLA_FAKE_KV_LOAD) stay spill-free."""
     c = kernels.compile_source("decode_sm90_narrow.cu", "sm_90a",
-                               {"MLA_FP16": 0, "MLA_BLOCK_M": block_m, "MLA_CLOCKS": 1}, use_cache=False)
+                               {"MLA_FP16": 0, "MLA_BLOCK_M": block_m, knob: 1}, use_cache=False)
     assert c.spill_bytes == 0 and c.stack_bytes == 0, c.log
 
 
@@ -165,7 +167,7 @@ def test_decode_config(cc, rows):
         auto = decode_config(rows, cc, head_dim)
         if cc == (9, 0):   # Hopper: the narrow wgmma kernel for <= 32 rows, else a seesaw
             if rows <= 32:
-                assert (auto.path, auto.block_m, auto.block_n, auto.threads) == ("sm90", want_m, 64, 128)
+                assert (auto.path, auto.block_m, auto.block_n, auto.threads) == ("sm90", want_m, 64, 160)
                 assert auto.file == "decode_sm90_narrow.cu"
                 assert auto.defines() == {"MLA_HEAD_DIM": head_dim, "MLA_BLOCK_M": want_m}
             else:

@@ -28,3 +28,39 @@ __device__ __forceinline__ void clock_stamp(int at) {
     }
 #endif
 }
+
+// MLA_PHASE_CLOCKS=1 (diagnostics only, decode_sm90_narrow.cu): thread 0's clock64 time in each
+// phase of the tile loop, added up over the CTA's tiles, into mla_phases[cta][PHASES]
+// (bench/phase_probe.py): where a tile's clocks go.
+#ifndef MLA_PHASE_CLOCKS
+#define MLA_PHASE_CLOCKS 0
+#endif
+constexpr int PHASES = 9;
+#if MLA_PHASE_CLOCKS
+extern "C" __device__ unsigned long long mla_phases[1024 * PHASES];
+__device__ unsigned long long mla_phases[1024 * PHASES];
+#endif
+
+struct PhaseClock {
+#if MLA_PHASE_CLOCKS
+    unsigned long long last, sum[PHASES];
+    __device__ __forceinline__ PhaseClock() {
+        last = clock64();
+        for (int i = 0; i < PHASES; ++i) sum[i] = 0;
+    }
+    // The clocks since the previous mark belong to phase i.
+    __device__ __forceinline__ void mark(int i) {
+        const unsigned long long now = clock64();
+        sum[i] += now - last;
+        last = now;
+    }
+    __device__ __forceinline__ void store() {
+        const int cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+        if (threadIdx.x == 0 && cta < 1024)
+            for (int i = 0; i < PHASES; ++i) mla_phases[cta * PHASES + i] = sum[i];
+    }
+#else
+    __device__ __forceinline__ void mark(int) {}
+    __device__ __forceinline__ void store() {}
+#endif
+};

@@ -1,0 +1,64 @@
+"""Where the narrow kernel's tile goes: thread 0's clocks in each phase of its tile loop
+(MLA_PHASE_CLOCKS, common/clocks.cuh), averaged over the CTAs of one call.
+
+    python3 bench/phase_probe.py [B=64 S_Q=1 H_Q=32 S_K=8192 VARLEN=0]   (Hopper GPU, repo root)
+
+Extra knobs of the build come from CUPYMLA_DEFINES as usual (e.g. MLA_FAKE_KV_LOAD=1 to time the
+math alone). Prints the whole call's µs (CUDA events, no L2 flush), then each phase's clocks per
+tile (a CTA's sum over its tiles / its tiles, median over CTAs) and its share.
+"""
+
+import os
+import sys
+
+import cupy as cp
+import ml_dtypes
+import numpy as np
+
+import cupymla
+from cupymla import kernels, scheduler
+from cupymla.benchmark import Gpu
+from tests.gpu_cases import make_inputs, seqlens_for
+
+PHASES = ["wait tile", "landed barrier", "scores", "max + barrier", "exp, P + barrier", "P.V",
+          "end barrier + refill", "seq start (q)", "epilogue"]
+
+
+def main(b=64, s_q=1, h_q=32, s_k=8192, varlen=0):
+    cfg = kernels.decode_config(s_q * h_q, (9, 0))
+    if cfg.file != "decode_sm90_narrow.cu":
+        raise SystemExit(f"{cfg.file} has no phase clocks")
+    os.environ["CUPYMLA_DEFINES"] = ",".join(filter(None, [os.environ.get("CUPYMLA_DEFINES", ""),
+                                                            f"{cfg.file}:MLA_PHASE_CLOCKS=1"]))
+    rng = np.random.default_rng(0)
+    lens = seqlens_for(rng, b, s_k, s_q, varlen=bool(varlen))
+    inp = make_inputs(rng, b, s_q, h_q, 1, lens, 64, np.dtype(ml_dtypes.bfloat16), garbage=False)
+    meta, splits = cupymla.get_mla_metadata(inp["cache_seqlens"], s_q * h_q, 1)
+
+    def call():
+        return cupymla.flash_mla_with_kvcache(inp["q"], inp["k_cache"], inp["block_table"],
+                                              inp["cache_seqlens"], 512, meta, splits, causal=s_q > 1)
+    cp.cuda.Device().synchronize()
+    per_call = Gpu(cp, 20, 3, 1.0).back_to_back(lambda i: call(), n=20)
+    mod = next(m for k, m in kernels._modules.items()
+               if k[1] == cfg.file and dict(k[2]).get("MLA_PHASE_CLOCKS") == "1")
+    m_tiles = -(-s_q * h_q // cfg.block_m)
+    ctas = int(meta.shape[0]) * m_tiles
+    ph = cp.ndarray((1024, len(PHASES)), cp.uint64, mod.get_global("mla_phases")).get()[:ctas].astype(np.float64)
+    tiles = np.zeros(int(meta.shape[0]))
+    for part, _, _, t0, t1 in scheduler.pieces(meta.get(), splits.get(), lens):
+        tiles[part] += -(-max(t1 - t0, 0) // 64)
+    tiles = np.repeat(tiles, m_tiles)
+    keep = tiles > 0
+    per_tile = ph[keep] / tiles[keep, None]
+    med = np.median(per_tile, axis=0)
+    total = med[:7].sum()
+    print(f"b{b} s_q{s_q} h_q{h_q} s_k{s_k} {os.environ['CUPYMLA_DEFINES']}: {per_call:.1f} us a call,"
+          f" tiles a CTA median {np.median(tiles[keep]):.0f}; clocks a tile (median over CTAs):")
+    for name, v in zip(PHASES, med):
+        print(f"  {name:22s} {v:8.0f}  {100 * v / total:5.1f}%")
+    print(f"  {'tile loop total':22s} {total:8.0f}")
+
+
+if __name__ == "__main__":
+    main(*(int(a) for a in sys.argv[1:]))

@@ -4,8 +4,9 @@
     python3 bench/phase_probe.py [B=64 S_Q=1 H_Q=32 S_K=8192 VARLEN=0]   (Hopper GPU, repo root)
 
 Extra knobs of the build come from CUPYMLA_DEFINES as usual (e.g. MLA_FAKE_KV_LOAD=1 to time the
-math alone). Prints the whole call's µs (CUDA events, no L2 flush), then each phase's clocks per
-tile (a CTA's sum over its tiles / its tiles, median over CTAs) and its share.
+math alone). Prints the whole call's µs (CUDA events, back to back and with the L2 flushed before each call),
+then for the last flushed call each phase's clocks per tile (a CTA's sum over its tiles / its
+tiles, median over CTAs) and its share of the tile loop, and a CTA's once-a-sequence clocks.
 """
 
 import os
@@ -21,7 +22,7 @@ from cupymla.benchmark import Gpu
 from tests.gpu_cases import make_inputs, seqlens_for
 
 PHASES = ["wait tile", "landed barrier", "scores", "max + barrier", "exp, P + barrier", "P.V",
-          "end barrier + refill", "seq start (q)", "epilogue"]
+          "release stage", "seq start (q)", "epilogue", "first tile wait"]
 
 
 def main(b=64, s_q=1, h_q=32, s_k=8192, varlen=0):
@@ -39,7 +40,9 @@ def main(b=64, s_q=1, h_q=32, s_k=8192, varlen=0):
         return cupymla.flash_mla_with_kvcache(inp["q"], inp["k_cache"], inp["block_table"],
                                               inp["cache_seqlens"], 512, meta, splits, causal=s_q > 1)
     cp.cuda.Device().synchronize()
-    per_call = Gpu(cp, 20, 3, 1.0).back_to_back(lambda i: call(), n=20)
+    gpu = Gpu(cp, 20, 3, 1.0)
+    per_call = gpu.back_to_back(lambda i: call(), n=20)
+    flushed = gpu.per_call(lambda i: call(), flush=True)[0]   # the phases read below are the last flushed call's
     mod = next(m for k, m in kernels._modules.items()
                if k[1] == cfg.file and dict(k[2]).get("MLA_PHASE_CLOCKS") == "1")
     m_tiles = -(-s_q * h_q // cfg.block_m)
@@ -52,12 +55,16 @@ def main(b=64, s_q=1, h_q=32, s_k=8192, varlen=0):
     keep = tiles > 0
     per_tile = ph[keep] / tiles[keep, None]
     med = np.median(per_tile, axis=0)
-    total = med[:7].sum()
-    print(f"b{b} s_q{s_q} h_q{h_q} s_k{s_k} {os.environ['CUPYMLA_DEFINES']}: {per_call:.1f} us a call,"
+    total = med[:7].sum()   # the tile loop's own phases
+    print(f"b{b} s_q{s_q} h_q{h_q} s_k{s_k} {os.environ['CUPYMLA_DEFINES']}: {per_call:.1f} us a call back to back,"
+          f" {flushed:.1f} us flushed (the phases are the last flushed call's),"
           f" tiles a CTA median {np.median(tiles[keep]):.0f}; clocks a tile (median over CTAs):")
     for name, v in zip(PHASES, med):
         print(f"  {name:22s} {v:8.0f}  {100 * v / total:5.1f}%")
     print(f"  {'tile loop total':22s} {total:8.0f}")
+    once = ph[keep][:, 7:].sum(1)   # a CTA's sequence starts, epilogues and first wait, in total
+    print(f"  a CTA's start + epilogues + first wait: median {np.median(once):.0f} clocks, max {once.max():.0f};"
+          f" whole loop a CTA: median {np.median(ph[keep][:, :7].sum(1)):.0f}, max {ph[keep][:, :7].sum(1).max():.0f}")
 
 
 if __name__ == "__main__":

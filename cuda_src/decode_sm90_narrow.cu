@@ -166,7 +166,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) mla_decode_sm90_narrow(
 #if !MLA_FAKE_KV_LOAD   // diagnostic (timing only): every tile "lands" at once, with stale data
             mbar_wait(&sm.k_full[stage], (tiles_done / 2) & 1);
 #endif
-            phase.mark(0);
+            if (tiles_done == 0) phase.mark(9);   // the CTA's first tile apart
+            else phase.mark(0);
             // Every thread waited on the copy itself: a barrier is needed only where threads
             // wrote what the products read (q on a sequence's first tile, the zeroed tail).
             if (it == 0 || load_end - t0 < KV_TILE) {

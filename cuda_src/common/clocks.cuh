@@ -35,7 +35,7 @@ __device__ __forceinline__ void clock_stamp(int at) {
 #ifndef MLA_PHASE_CLOCKS
 #define MLA_PHASE_CLOCKS 0
 #endif
-constexpr int PHASES = 9;
+constexpr int PHASES = 10;
 #if MLA_PHASE_CLOCKS
 extern "C" __device__ unsigned long long mla_phases[1024 * PHASES];
 __device__ unsigned long long mla_phases[1024 * PHASES];

@@ -28,23 +28,36 @@ __device__ __forceinline__ int blocks_of(const MetadataParams& p, const int* sta
 #define MLA_MIN_PAYLOAD 1
 #endif
 
-// Whether dealing with this payload (the loop below) places every block (scheduler._deal without outputs).
-__device__ bool covers(const MetadataParams& p, const int* nblocks, int payload) {
-    int idx = 0, blk = 0;
-    for (int part = 0; part < p.num_parts && idx < p.batch; ++part) {
-        int remain = payload;
-        while (idx < p.batch) {
-            const int left = blocks_of(p, nblocks, idx) - blk;
-            if (remain >= left + FIXED_OVERHEAD) {
-                remain -= left + FIXED_OVERHEAD;
-                ++idx;
-                blk = 0;
-            } else {
-                if (remain > FIXED_OVERHEAD) blk += remain - FIXED_OVERHEAD;
-                break;
+// One part of the deal (scheduler._deal's inner loop): from sequence idx, block blk (piece
+// `split` of it), give the part `payload`, finishing every sequence that fits (on_finish(idx,
+// split) for each) and taking what fits of the next, which the next part goes on with.
+template <typename OnFinish>
+__device__ __forceinline__ void deal_part(const MetadataParams& p, const int* nblocks, int payload, int& idx, int& blk,
+                                          int& split, OnFinish on_finish) {
+    int remain = payload;
+    while (idx < p.batch) {
+        const int left = blocks_of(p, nblocks, idx) - blk;
+        if (remain >= left + FIXED_OVERHEAD) {   // the rest of this sequence fits here
+            remain -= left + FIXED_OVERHEAD;
+            on_finish(idx, split);
+            ++idx;
+            blk = 0;
+            split = 0;
+        } else {                                 // take what fits; the next part goes on
+            if (remain > FIXED_OVERHEAD) {
+                blk += remain - FIXED_OVERHEAD;
+                ++split;
             }
+            break;
         }
     }
+}
+
+// Whether dealing with this payload places every block (scheduler._deal without outputs).
+__device__ bool covers(const MetadataParams& p, const int* nblocks, int payload) {
+    int idx = 0, blk = 0, split = 0;
+    for (int part = 0; part < p.num_parts && idx < p.batch; ++part)
+        deal_part(p, nblocks, payload, idx, blk, split, [](int, int) {});
     return idx == p.batch;
 }
 
@@ -79,24 +92,10 @@ extern "C" __global__ void __launch_bounds__(32) mla_metadata(MetadataParams p) 
         splits[0] = 0;
         for (int part = 0; part < p.num_parts; ++part) {
             const int begin_idx = idx, begin_blk = blk, begin_split = split;
-            int remain = payload;
-            while (idx < p.batch) {
-                const int left = blocks_of(p, nblocks, idx) - blk;
-                if (remain >= left + FIXED_OVERHEAD) {   // the rest of this sequence fits here
-                    remain -= left + FIXED_OVERHEAD;
-                    cum += split + 1;
-                    splits[idx + 1] = cum;
-                    ++idx;
-                    blk = 0;
-                    split = 0;
-                } else {                                 // take what fits; the next part goes on
-                    if (remain > FIXED_OVERHEAD) {
-                        blk += remain - FIXED_OVERHEAD;
-                        ++split;
-                    }
-                    break;
-                }
-            }
+            deal_part(p, nblocks, payload, idx, blk, split, [&](int i, int pieces_before) {
+                cum += pieces_before + 1;
+                splits[i + 1] = cum;
+            });
             int end_idx, end_blk;
             if (blk > 0) {
                 end_idx = idx;

@@ -23,26 +23,37 @@ from cupymla import kernels, scheduler
 from cupymla.benchmark import Gpu
 from tests.gpu_cases import make_inputs, seqlens_for
 
-def main(b=128, s_q=1, h_q=128, s_k=16384, calls=30, varlen=1):
+def instrumented_call(b, s_q, h_q, s_k, varlen, knob, files):
+    """The shape's Hopper kernel built with the diagnostics `knob` (added to CUPYMLA_DEFINES; the
+    kernel must be one of `files`), seeded bf16 inputs on pages of 64 (VARLEN 0: every length
+    s_k) and their schedule. Returns (cfg, lens, meta, splits, call, module): call() runs one
+    decode; module(), after a call, is the compiled module, whose globals the knob fills."""
     cfg = kernels.decode_config(s_q * h_q, (9, 0))
-    if cfg.file not in ("decode_sm90_seesaw64.cu", "decode_sm90_narrow.cu"):
-        raise SystemExit(f"{cfg.file} has no MLA_CLOCKS stamps")
-    file = cfg.file
-    tiles = -(-s_q * h_q // cfg.block_m)
+    if cfg.file not in files:
+        raise SystemExit(f"{cfg.file} has no {knob} stamps")
     os.environ["CUPYMLA_DEFINES"] = ",".join(filter(None, [os.environ.get("CUPYMLA_DEFINES", ""),
-                                                            f"{file}:MLA_CLOCKS=1"]))
+                                                            f"{cfg.file}:{knob}=1"]))
     rng = np.random.default_rng(0)
-    causal = s_q > 1
     lens = seqlens_for(rng, b, s_k, s_q, varlen=bool(varlen))
     inp = make_inputs(rng, b, s_q, h_q, 1, lens, 64, np.dtype(ml_dtypes.bfloat16), garbage=False)
     meta, splits = cupymla.get_mla_metadata(inp["cache_seqlens"], s_q * h_q, 1)
 
     def call():
         return cupymla.flash_mla_with_kvcache(inp["q"], inp["k_cache"], inp["block_table"],
-                                              inp["cache_seqlens"], 512, meta, splits, causal=causal)
+                                              inp["cache_seqlens"], 512, meta, splits, causal=s_q > 1)
+
+    def module():
+        return next(m for k, m in kernels._modules.items() if k[1] == cfg.file and dict(k[2]).get(knob) == "1")
     cp.cuda.Device().synchronize()   # the inputs were made on the legacy stream
+    return cfg, lens, meta, splits, call, module
+
+
+def main(b=128, s_q=1, h_q=128, s_k=16384, calls=30, varlen=1):
+    cfg, lens, meta, splits, call, module = instrumented_call(
+        b, s_q, h_q, s_k, varlen, "MLA_CLOCKS", ("decode_sm90_seesaw64.cu", "decode_sm90_narrow.cu"))
+    tiles = -(-s_q * h_q // cfg.block_m)
     per_call = Gpu(cp, calls, 3, 1.0).back_to_back(lambda i: call(), n=calls)   # no L2 flush
-    mod = next(m for k, m in kernels._modules.items() if k[1] == file and dict(k[2]).get("MLA_CLOCKS") == "1")
+    mod = module()
     ctas = int(meta.shape[0]) * tiles   # parts x m tiles (h_kv = 1)
     t = cp.ndarray((1024, 5), cp.uint64, mod.get_global("mla_clocks")).get()[:ctas].astype(np.int64)
     ns = t[:, 2] - t[:, 0]

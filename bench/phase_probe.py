@@ -13,38 +13,23 @@ import os
 import sys
 
 import cupy as cp
-import ml_dtypes
 import numpy as np
 
-import cupymla
-from cupymla import kernels, scheduler
+from bench.clock_probe import instrumented_call
+from cupymla import scheduler
 from cupymla.benchmark import Gpu
-from tests.gpu_cases import make_inputs, seqlens_for
 
 PHASES = ["wait tile", "landed barrier", "scores", "max + barrier", "exp, P + barrier", "P.V",
           "release stage", "seq start (q)", "epilogue", "first tile wait"]
 
 
 def main(b=64, s_q=1, h_q=32, s_k=8192, varlen=0):
-    cfg = kernels.decode_config(s_q * h_q, (9, 0))
-    if cfg.file != "decode_sm90_narrow.cu":
-        raise SystemExit(f"{cfg.file} has no phase clocks")
-    os.environ["CUPYMLA_DEFINES"] = ",".join(filter(None, [os.environ.get("CUPYMLA_DEFINES", ""),
-                                                            f"{cfg.file}:MLA_PHASE_CLOCKS=1"]))
-    rng = np.random.default_rng(0)
-    lens = seqlens_for(rng, b, s_k, s_q, varlen=bool(varlen))
-    inp = make_inputs(rng, b, s_q, h_q, 1, lens, 64, np.dtype(ml_dtypes.bfloat16), garbage=False)
-    meta, splits = cupymla.get_mla_metadata(inp["cache_seqlens"], s_q * h_q, 1)
-
-    def call():
-        return cupymla.flash_mla_with_kvcache(inp["q"], inp["k_cache"], inp["block_table"],
-                                              inp["cache_seqlens"], 512, meta, splits, causal=s_q > 1)
-    cp.cuda.Device().synchronize()
+    cfg, lens, meta, splits, call, module = instrumented_call(b, s_q, h_q, s_k, varlen, "MLA_PHASE_CLOCKS",
+                                                              ("decode_sm90_narrow.cu",))
     gpu = Gpu(cp, 20, 3, 1.0)
     per_call = gpu.back_to_back(lambda i: call(), n=20)
     flushed = gpu.per_call(lambda i: call(), flush=True)[0]   # the phases read below are the last flushed call's
-    mod = next(m for k, m in kernels._modules.items()
-               if k[1] == cfg.file and dict(k[2]).get("MLA_PHASE_CLOCKS") == "1")
+    mod = module()
     m_tiles = -(-s_q * h_q // cfg.block_m)
     ctas = int(meta.shape[0]) * m_tiles
     ph = cp.ndarray((1024, len(PHASES)), cp.uint64, mod.get_global("mla_phases")).get()[:ctas].astype(np.float64)

@@ -13,10 +13,13 @@ extern "C" __device__ unsigned long long mla_clocks[1024 * 5];   // a plain name
 __device__ unsigned long long mla_clocks[1024 * 5];
 #endif
 
+// The CTA's row in mla_clocks / mla_phases (the first 1024 CTAs have one).
+__device__ __forceinline__ int cta_index() { return blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z); }
+
 // at = 0: the CTA starts; 1: it is done (thread 0 of the CTA, which must reach both).
 __device__ __forceinline__ void clock_stamp(int at) {
 #if MLA_CLOCKS
-    const int cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+    const int cta = cta_index();
     if (threadIdx.x == 0 && cta < 1024) {
         unsigned long long t, c;
         unsigned sm;
@@ -55,7 +58,7 @@ struct PhaseClock {
         last = now;
     }
     __device__ __forceinline__ void store() {
-        const int cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+        const int cta = cta_index();
         if (threadIdx.x == 0 && cta < 1024)
             for (int i = 0; i < PHASES; ++i) mla_phases[cta * PHASES + i] = sum[i];
     }

@@ -72,10 +72,11 @@ struct CombineParams {
     int batch, s_q, h_q, h_kv, heads_per_kv, rows;
 };
 
-// MLA_ACC16 (A/B knob, off; bench/NOTES.md, session 11): the partial results of split sequences
-// are stored in the element type (bf16 / fp16, as the output), 512 of them a row from the start
-// of o_accum, instead of fp32: half the bytes for the decode to store and the combine to read.
-// The decode kernels and combine.cu must be built alike.
+// MLA_ACC16 (off unless the host asks: api._partials_16bit turns it on for the seesaw kernels'
+// plans; bench/NOTES.md, session 11): the partial results of split sequences are stored in the
+// element type (bf16 / fp16, as the output), 512 of them a row from the start of o_accum,
+// instead of fp32: half the bytes for the decode to store and the combine to read. The decode
+// kernels and combine.cu must be built alike.
 #ifndef MLA_ACC16
 #define MLA_ACC16 0
 #endif

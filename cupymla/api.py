@@ -50,8 +50,8 @@ def _plan(device_id: int, rows: int, h_kv: int, head_dim: int = 576):
     cfg = kernels.decode_config(rows, info["cc"], head_dim)
     sizing = kernels.decode_config(rows, info["cc"], 576)
     # The very build a bf16 call launches (MLA_ACC16 included), so that a first call compiles once.
-    acc16 = {"MLA_ACC16": 1} if _partials_16bit(sizing) else {}
-    fn = kernels.get_function(device_id, sizing.file, {"MLA_FP16": 0, **acc16, **sizing.defines()}, sizing.smem_bytes)
+    fn = kernels.get_function(device_id, sizing.file, {"MLA_FP16": 0, **_acc16_defines(_partials_16bit(sizing)),
+                                                       **sizing.defines()}, sizing.smem_bytes)
     per_sm = kernels.ctas_per_sm(sizing, info["smem_per_sm"], fn.num_regs)
     m_tiles = -(-rows // cfg.block_m)
     num_parts = max(info["sms"] * per_sm // (h_kv * m_tiles), 1)
@@ -65,7 +65,13 @@ def _partials_16bit(cfg) -> bool:
     dtypes")."""
     if os.environ.get("CUPYMLA_PARTIALS", "").strip().lower() == "fp32":
         return False
-    return bool(cfg.is_seesaw or cfg.is_seesaw64)
+    return cfg.partials_16bit
+
+
+def _acc16_defines(on: bool) -> dict:
+    """MLA_ACC16 for every kernel of a plan whose partials are 16-bit; nothing otherwise (the
+    builds, and their cache keys, of the fp32 partials stay as they were)."""
+    return {"MLA_ACC16": 1} if on else {}
 
 
 def _combine_shape(num_parts: int, batch: int, tasks: int, sms: int):
@@ -348,7 +354,7 @@ class _DecodePlan:
         self.acc16 = _partials_16bit(cfg)
         combine = kernels.get_function(shape.device, "combine.cu",
                                        {"MLA_FP16": int(shape.dtype == FP16), **combine_defines,
-                                        **self._acc16_define(), **kernels.extra_defines("combine.cu")})
+                                        **_acc16_defines(self.acc16), **kernels.extra_defines("combine.cu")})
         qs, ks = validate.elem_strides(qc), validate.elem_strides(kc)
         # decode_sm90_seesaw64.cu copies q with the copy engine, through a map made once for this
         # layout (it holds no pointer: tma.q_map), where the layout allows one.
@@ -395,7 +401,7 @@ class _DecodePlan:
 
     def _launcher(self, cfg):
         fp16 = int(self.shape.dtype == FP16)
-        defines = {"MLA_FP16": fp16, **self._acc16_define(), **cfg.defines()}
+        defines = {"MLA_FP16": fp16, **_acc16_defines(self.acc16), **cfg.defines()}
         if self.sub_tiles and cfg.file == "decode_sm90.cu":
             defines["MLA_KV_SUB_ROWS"] = 32
         defines.update(kernels.extra_defines(cfg.file))
@@ -403,11 +409,6 @@ class _DecodePlan:
         grid = (-(-self.shape.rows // cfg.block_m), self.shape.h_kv, self.num_parts)
         return launch.Launcher(fn, grid, (cfg.threads,), cfg.smem_bytes, self.decode_params,
                                field_names=_DECODE_FIELDS, device_id=self.shape.device)
-
-    def _acc16_define(self):
-        """MLA_ACC16 for every kernel of this plan when it is on; nothing otherwise (the builds,
-        and their cache keys, of the fp32 partials stay as they were)."""
-        return {"MLA_ACC16": 1} if self.acc16 else {}
 
     def portable(self):
         """The portable kernel's launcher for this layout, for when the Hopper kernel cannot run.

@@ -102,6 +102,13 @@ class DecodeConfig:
         return self.path == "sm90" and self.variant == "seesaw64"
 
     @property
+    def partials_16bit(self) -> bool:
+        """Whether plans of this kernel store split sequences' partial results in the element type
+        (MLA_ACC16; api._partials_16bit, which CUPYMLA_PARTIALS=fp32 overrides): the seesaw
+        kernels, where it measured faster (bench/NOTES.md, session 11)."""
+        return self.is_seesaw or self.is_seesaw64
+
+    @property
     def threads(self) -> int:
         if self.path == "sm90":
             if self.block_m < 64:   # the narrow kernel: one warpgroup and a producer warp
@@ -418,7 +425,7 @@ def _variants_for(arch: str):
         for cfg in all_decode_configs(cc):
             # 16-bit partials (MLA_ACC16, api._partials_16bit): the seesaw kernels use them, the
             # portable kernel when it stands in for a seesaw plan (no tensor map), the others not.
-            acc16 = (1,) if cfg.is_seesaw or cfg.is_seesaw64 else (0, 1) if cfg.path == "sm80" else (0,)
+            acc16 = (1,) if cfg.partials_16bit else (0, 1) if cfg.path == "sm80" else (0,)
             for a in acc16:
                 extra = {"MLA_ACC16": 1} if a else {}
                 yield cfg, {"MLA_FP16": fp16, **extra, **cfg.defines()}, cc
